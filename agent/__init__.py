@@ -1,0 +1,1 @@
+"""hostflame agent: sampling, draining, process tracking, targets, profiles and exporters."""

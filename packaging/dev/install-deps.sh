@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs what hostflame needs on a Debian 12 host, idempotently and quickly the second time.
+#   install-deps.sh runtime   Debian packages to run hostflame (bcc, kernel headers) and the venv
+#   install-deps.sh test      everything above plus the test and benchmark tools
+# Exit status: 0 done, 1 an install step failed (its output says which).
+set -euo pipefail
+mode=${1:-runtime}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+venv="$here/.venv"
+cache="$here/.cache"
+
+runtime_debs=(python3-bpfcc python3-venv linux-headers-amd64)
+test_debs=(bpfcc-tools linux-perf golang-go golang-github-google-pprof-dev binutils elfutils gcc g++
+           podman runc busybox-static util-linux procps)
+
+need_debs() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "install-deps: missing Debian packages: ${missing[*]}; run as root (or prefix sudo)" >&2
+      exit 1
+    fi
+    echo "install-deps: apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_venv() {
+  # bcc is built for Debian's /usr/bin/python3, so the venv must be made from it and see its site-packages.
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import bcc" 2>/dev/null; then
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
+  fi
+  local stamp="$venv/.hostflame-$1-$(cat "$here/pyproject.toml" | sha1sum | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    "$venv/bin/pip" install -q --disable-pip-version-check -U pip >/dev/null
+    if [ "$1" = test ]; then
+      "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
+    else
+      "$venv/bin/pip" install -q --disable-pip-version-check -e "$here"
+    fi
+    touch "$stamp"
+  fi
+}
+
+build_pprof() {
+  # Google's pprof, built offline from Debian's Go sources: the independent judge of our pprof files.
+  if [ ! -x "$cache/bin/pprof" ]; then
+    mkdir -p "$cache/bin" "$cache/go"
+    GOPATH=/usr/share/gocode GO111MODULE=off GOCACHE="$cache/go" GOFLAGS=-mod=mod \
+      go build -o "$cache/bin/pprof" github.com/google/pprof
+  fi
+}
+
+case "$mode" in
+  runtime) need_debs "${runtime_debs[@]}"; ensure_venv runtime ;;
+  test) need_debs "${runtime_debs[@]}" "${test_debs[@]}"; ensure_venv test; build_pprof ;;
+  *) echo "usage: install-deps.sh runtime|test" >&2; exit 2 ;;
+esac
