@@ -1,0 +1,101 @@
+"""Integration plumbing: root, built workloads, the real CLI, and Google pprof as the judge."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.fixtures.build import build_c
+
+HOSTFLAME = REPO / ".venv" / "bin" / "hostflame"
+
+
+@pytest.fixture(autouse=True)
+def _needs_root(request: pytest.FixtureRequest) -> None:
+    if (request.node.get_closest_marker("bpf") or request.node.get_closest_marker("root")) and os.geteuid() != 0:
+        pytest.skip("needs root")
+
+
+@pytest.fixture(scope="session")
+def bin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bin")
+
+
+@pytest.fixture(scope="session")
+def split_exe(bin_dir: Path) -> Path:
+    return build_c("split", bin_dir)
+
+
+@pytest.fixture(scope="session")
+def short_lived_exe(bin_dir: Path) -> Path:
+    return build_c("short_lived", bin_dir)
+
+
+def hostflame(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
+              prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run the installed CLI as a user would."""
+    exe = str(HOSTFLAME) if HOSTFLAME.exists() else sys.executable
+    cmd = [*prefix, exe, *args] if HOSTFLAME.exists() else [*prefix, exe, "-m", "agent.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+@pytest.fixture
+def workload(split_exe: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The known-split program, running for the test's duration."""
+    proc = subprocess.Popen([str(split_exe), "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@dataclass
+class Trace:
+    """One sample of `pprof -traces`: its value, labels and frames (leaf first)."""
+
+    value: int
+    labels: dict[str, list[str]] = field(default_factory=dict)
+    frames: list[str] = field(default_factory=list)
+
+
+def pprof_text(pprof_tool: Path, *args: str) -> str:
+    result = subprocess.run([str(pprof_tool), *args], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, f"pprof {' '.join(args)} refused the file: {result.stderr}"
+    return result.stdout
+
+
+def pprof_traces(pprof_tool: Path, profile: Path) -> list[Trace]:
+    """Samples as Google's pprof reads them (sample index: samples/count). The output is
+    a header, then blocks between separator lines: label lines ("comm:  x"), then the value
+    with the leaf frame, then one caller per line."""
+    text = pprof_text(pprof_tool, "-traces", "-sample_index=samples", str(profile))
+    traces: list[Trace] = []
+    current: Trace | None = None
+    in_body = False
+    for line in text.splitlines():
+        if line.startswith("-----------+"):
+            in_body = True
+            current = Trace(0)
+            traces.append(current)
+            continue
+        if not in_body or current is None or not line.strip():
+            continue
+        if not current.frames:
+            frame = re.match(r"^\s*(\d+)\s{2,}(.+?)\s*$", line)
+            if frame:
+                current.value = int(frame.group(1))
+                current.frames.append(frame.group(2))
+                continue
+            label = re.match(r"^\s*(\S+):\s+\[?(.*?)\]?\s*$", line)
+            if label:
+                current.labels[label.group(1)] = label.group(2).split(" ")
+                continue
+        current.frames.append(line.strip())
+    return [t for t in traces if t.frames]

@@ -1,0 +1,66 @@
+"""Runtime failures: one line on stderr, exit status 1, no traceback, no output file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import hostflame
+
+pytestmark = [pytest.mark.root]
+
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all")
+
+
+def assert_one_line_failure(result_stderr: str, needle: str) -> None:
+    assert result_stderr.count("\n") == 1, result_stderr
+    assert result_stderr.startswith("hostflame: error: ") and needle in result_stderr
+    assert "Traceback" not in result_stderr
+
+
+def test_not_root_is_a_runtime_error(tmp_path: Path) -> None:
+    # GIVEN an unprivileged user and a directory it may write to
+    tmp_path.chmod(0o777)
+    out = tmp_path / "p.pb.gz"
+    # WHEN it records THEN it is told to run as root, exit 1, and nothing is written
+    result = hostflame("record", "--duration", "1", "-o", str(out), prefix=NOBODY)
+    assert result.returncode == 1
+    assert_one_line_failure(result.stderr, "run as root")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_directory_is_a_usage_error(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o755)
+    tmp_path.chmod(0o755)
+    result = hostflame("record", "--duration", "1", "-o", str(locked / "p.pb.gz"), prefix=NOBODY)
+    assert result.returncode == 2
+    assert_one_line_failure(result.stderr, "is not writable")
+
+
+def test_bpf_not_permitted_names_the_missing_capabilities(tmp_path: Path) -> None:
+    # GIVEN root without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN in its bounding set
+    drop = ("setpriv", "--bounding-set=-bpf,-perfmon,-sys_admin", "--inh-caps=-bpf,-perfmon,-sys_admin")
+    out = tmp_path / "p.pb.gz"
+    result = hostflame("record", "--duration", "1", "-o", str(out), prefix=drop)
+    # THEN the error names what is missing and nothing is written
+    assert result.returncode == 1, result.stderr
+    assert_one_line_failure(result.stderr, "CAP_BPF")
+    assert not out.exists()
+
+
+@pytest.mark.bpf
+def test_check_reports_every_item_ok_here() -> None:
+    result = hostflame("check")
+    lines = result.stdout.splitlines()
+    items = [line.split(":")[0].split(None, 1)[1] for line in lines]
+    assert items == ["kernel", "bpf() syscall", "perf events", "tracefs", "kernel headers", "bcc",
+                     "capabilities", "memlock"]
+    assert result.returncode == 0 and all(line.startswith("OK") for line in lines), result.stdout
+
+
+def test_check_fails_without_privileges() -> None:
+    result = hostflame("check", prefix=NOBODY)
+    assert result.returncode == 1
+    assert "FAIL bpf() syscall" in result.stdout and "fix:" in result.stdout
