@@ -35,14 +35,21 @@ ensure_venv() {
     rm -rf "$venv"
     /usr/bin/python3 -m venv --system-site-packages "$venv"
   fi
-  local stamp="$venv/.hostflame-$1-$(cat "$here/pyproject.toml" | sha1sum | cut -c1-12)"
-  if [ ! -f "$stamp" ]; then
-    "$venv/bin/pip" install -q --disable-pip-version-check -U pip >/dev/null
-    if [ "$1" = test ]; then
-      "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
-    else
-      "$venv/bin/pip" install -q --disable-pip-version-check -e "$here"
+  local hash; hash=$(sha1sum < "$here/pyproject.toml" | cut -c1-12)
+  local stamp="$venv/.hostflame-$1-$hash"
+  # The test install is a superset of the runtime one.
+  if [ ! -f "$stamp" ] && [ ! -f "$venv/.hostflame-test-$hash" ]; then
+    "$venv/bin/pip" install -q --disable-pip-version-check -U pip >/dev/null 2>&1 || true
+    local target="$here"
+    [ "$1" = test ] && target="$here[test]"
+    mkdir -p "$cache"
+    echo "install-deps: pip install -e $target (log: $cache/pip.log)"
+    if ! "$venv/bin/pip" install --disable-pip-version-check -e "$target" >"$cache/pip.log" 2>&1; then
+      tail -20 "$cache/pip.log" >&2
+      echo "install-deps: pip install failed; see $cache/pip.log" >&2
+      exit 1
     fi
+    rm -f "$venv"/.hostflame-*
     touch "$stamp"
   fi
 }

@@ -1,0 +1,45 @@
+# hostflame: the two commands of the README's Quick start, and a few more.
+# Run as root (prefix sudo when not root). Every target installs what it needs, idempotently.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+HOSTFLAME := $(VENV)/bin/hostflame
+OUT := out
+DURATION ?= 10
+
+.PHONY: record test deps test-deps lint unit integration bench check clean
+
+# Profile the whole host for $(DURATION) s: pprof, folded stacks and an HTML flame graph.
+record: deps
+	@mkdir -p $(OUT)
+	$(HOSTFLAME) record --duration $(DURATION) -o $(OUT)/profile.pb.gz -o $(OUT)/profile.folded -o $(OUT)/flamegraph.html
+
+# Lint, type-check and run the whole suite, BPF integration tests included.
+test: test-deps lint
+	$(VENV)/bin/pytest -q
+
+deps:
+	@packaging/dev/install-deps.sh runtime
+
+test-deps:
+	@packaging/dev/install-deps.sh test
+
+lint: test-deps
+	$(VENV)/bin/ruff check agent symbolizer bpf tests
+	$(VENV)/bin/mypy
+
+unit: test-deps
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: test-deps
+	$(VENV)/bin/pytest -q tests/integration
+
+# Side-by-side measurements against peers (minutes; not part of the test suite).
+bench: test-deps
+	$(PY) -m tests.benchmarks.run_all
+
+check: deps
+	$(HOSTFLAME) check
+
+clean:
+	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache
