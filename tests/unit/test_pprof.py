@@ -1,0 +1,169 @@
+"""The pprof builder, checked through Google's pprof (``-traces``, ``-raw``, ``-top``, ``-tags``)."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.model import FrameKind, Module, Symbolized
+from agent.pprof import build_pprof, parse_pprof
+from tests.pprof_cli import run_pprof, traces
+from tests.profile_factory import APP, KERNEL, LIBC, large_profile, make_profile, sample, sym
+
+MAIN = sym(APP.start + 0x10, APP, "main", file="/src/main.c", line=10)
+WORK = sym(APP.start + 0x20, APP, "hash_inl", "work", file="/src/work.c", line=20)  # hash_inl inlined into work
+MEMCPY = sym(LIBC.start + 0x30, LIBC, "memcpy")
+SYSCALL = sym(KERNEL.start + 0x40, None, "do_syscall_64", kind=FrameKind.KERNEL)  # kernel frame, no module
+
+
+def two_stack_profile():  # type: ignore[no-untyped-def]
+    return make_profile(
+        sample(MEMCPY, WORK, MAIN, count=3),
+        sample(SYSCALL, MEMCPY, MAIN, count=2, comm="other", pid=7),
+        frequency_hz=99,
+        counters={"lost_counts_map_full": 0, "samples_taken": 5},
+    )
+
+
+def write(tmp_path: Path, data: bytes, name: str = "cpu.pb.gz") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_traces_show_the_stacks_counts_and_labels_put_in(tmp_path: Path, pprof_tool: Path) -> None:
+    # GIVEN two stacks: one through an inlined frame, one ending in a kernel frame without module
+    profile = two_stack_profile()
+    # WHEN the profile is built and pprof prints its samples
+    path = write(tmp_path, build_pprof(profile))
+    # THEN pprof shows every stack leaf first, inline frames marked, with the counts and labels
+    assert traces(pprof_tool, path) == sorted([
+        (("do_syscall_64", "memcpy", "main"), 2, (("comm", "other"), ("pid", "7"))),
+        (("memcpy", "hash_inl (inline)", "work", "main"), 3, (("comm", "server"), ("pid", "42"))),
+    ])
+
+
+def test_raw_header_has_the_go_cpu_shape(tmp_path: Path, pprof_tool: Path) -> None:
+    # GIVEN a profile sampled at 99 Hz for 10 s
+    path = write(tmp_path, build_pprof(two_stack_profile()))
+    # WHEN pprof prints it raw
+    raw = run_pprof(pprof_tool, "-raw", "-symbolize=none", path)
+    # THEN the sample types, period (1e9 / 99 ns), time and duration are pprof's CPU profile shape
+    assert "PeriodType: cpu nanoseconds\n" in raw
+    assert "Period: 10101010\n" in raw
+    assert "Time: 2023-11-14 22:13:20.123 +0000 UTC\n" in raw
+    assert "Duration: 10s\n" in raw
+    assert "samples/count cpu/nanoseconds[dflt]\n" in raw
+    # AND each sample's values are [n, n * period]
+    assert "          3   30303030: " in raw
+    assert "          2   20202020: " in raw
+
+
+def test_raw_mappings_carry_module_ranges_build_ids_and_flags(tmp_path: Path, pprof_tool: Path) -> None:
+    # GIVEN frames in libc (named), the app (files, lines, an inline) and the kernel (no module)
+    path = write(tmp_path, build_pprof(two_stack_profile()))
+    # WHEN pprof prints the mappings
+    raw = run_pprof(pprof_tool, "-raw", "-symbolize=none", path)
+    mappings = raw.split("Mappings\n", 1)[1].splitlines()
+    # THEN each module is one mapping with its range, file offset, hex build id and what it has
+    assert mappings == [
+        "1: 0x7f0000000000/0x7f0000200000/0x28000 /usr/lib/libc.so.6 aabbcc01 [FN]",
+        "2: 0x400000/0x500000/0x0 /opt/app/bin/server 0102030405 [FN][FL][LN][IN]",
+        "3: 0x0/0x0/0x0 [kernel.kallsyms]  [FN]",
+    ]
+
+
+def test_top_cpu_time_is_samples_times_period(tmp_path: Path, pprof_tool: Path) -> None:
+    # GIVEN 5 samples at 99 Hz: 5 * 10101010 ns = 50.51 ms
+    path = write(tmp_path, build_pprof(two_stack_profile()))
+    # WHEN pprof ranks functions by the default sample type (cpu)
+    top = run_pprof(pprof_tool, "-top", "-symbolize=none", path)
+    # THEN memcpy has 3 of them flat and 5 cumulative, do_syscall_64 2 flat
+    assert "Total samples = 50.51ms" in top
+    assert "   30.30ms 60.00% 60.00%    50.51ms   100%  memcpy" in top
+    assert "   20.20ms 40.00%   100%    20.20ms 40.00%  do_syscall_64" in top
+
+
+def test_comments_name_the_host_and_the_counters(tmp_path: Path, pprof_tool: Path) -> None:
+    path = write(tmp_path, build_pprof(two_stack_profile()))
+    assert run_pprof(pprof_tool, "-comments", path).splitlines() == [
+        "hostflame: host=node-1",
+        "lost_counts_map_full=0",
+        "samples_taken=5",
+    ]
+
+
+def test_tags_hold_string_and_numeric_labels(tmp_path: Path, pprof_tool: Path) -> None:
+    path = write(tmp_path, build_pprof(two_stack_profile()))
+    tags = run_pprof(pprof_tool, "-tags", "-sample_index=samples", path)
+    assert " comm: Total 5.0\n" in tags and "3.0 (60.00%): server" in tags and "2.0 (40.00%): other" in tags
+    assert " pid: Total 5.0\n" in tags and "3.0 (60.00%): 42" in tags and "2.0 (40.00%): 7" in tags
+
+
+def test_tables_are_deduplicated_and_ids_are_index_plus_one() -> None:
+    # GIVEN the same addresses as shared objects and as equal but distinct objects
+    work_again = Symbolized(WORK.addr, WORK.kind, APP, WORK.frames, True)
+    profile = make_profile(sample(MEMCPY, WORK, MAIN, count=1), sample(MEMCPY, work_again, MAIN, count=1))
+    # WHEN built and decoded
+    msg = parse_pprof(build_pprof(profile))
+    # THEN three locations, four functions, two mappings, and no string twice
+    assert [loc.id for loc in msg.location] == [1, 2, 3]
+    assert [f.id for f in msg.function] == [1, 2, 3, 4]
+    assert [m.id for m in msg.mapping] == [1, 2]
+    assert msg.string_table[0] == ""
+    assert len(set(msg.string_table)) == len(msg.string_table)
+    assert list(msg.sample[0].location_id) == list(msg.sample[1].location_id) == [1, 2, 3]
+    # AND the inlined location lists its lines innermost first
+    names = {f.id: msg.string_table[f.name] for f in msg.function}
+    assert [(names[line.function_id], line.line) for line in msg.location[1].line] == [("hash_inl", 20), ("work", 21)]
+
+
+def test_equal_addresses_in_different_places_stay_apart() -> None:
+    # GIVEN one address in two modules, and one address without module naming two JIT functions
+    other = Module(path="/usr/lib/libz.so", build_id=b"", start=LIBC.start, end=LIBC.end, file_offset=0)
+    jit_a = sym(0x1000, None, "jit_a", kind=FrameKind.JIT)
+    jit_b = sym(0x1000, None, "jit_b", kind=FrameKind.JIT)
+    profile = make_profile(sample(MEMCPY, count=1), sample(sym(MEMCPY.addr, other, "inflate"), count=1),
+                           sample(jit_a, count=1), sample(jit_b, count=1))
+    # WHEN built and decoded
+    msg = parse_pprof(build_pprof(profile))
+    # THEN each is a location of its own; the JIT ones have no mapping
+    assert len(msg.location) == 4
+    assert [loc.mapping_id for loc in msg.location] == [1, 2, 0, 0]
+
+
+def test_output_is_gzip_and_parse_reads_both_forms() -> None:
+    data = build_pprof(two_stack_profile())
+    assert data[:2] == b"\x1f\x8b"
+    assert parse_pprof(gzip.decompress(data)) == parse_pprof(data)
+
+
+def test_an_empty_profile_is_still_valid(tmp_path: Path, pprof_tool: Path) -> None:
+    # GIVEN an interval without samples WHEN built THEN pprof reads it without complaint
+    path = write(tmp_path, build_pprof(make_profile()))
+    assert "Samples:\nsamples/count cpu/nanoseconds[dflt]\n" in run_pprof(pprof_tool, "-raw", path)
+
+
+@pytest.mark.parametrize("symbolize", ["-symbolize=none", "-symbolize=local"])
+def test_default_symbolization_leaves_named_mappings_alone(tmp_path: Path, pprof_tool: Path, symbolize: str) -> None:
+    # GIVEN only named frames (mappings with functions) of binaries that do not exist here
+    path = write(tmp_path, build_pprof(two_stack_profile()))
+    # WHEN pprof reads it with or without local symbolization THEN it says nothing on stderr
+    assert "memcpy" in run_pprof(pprof_tool, "-top", symbolize, path)
+
+
+def test_twenty_thousand_deep_samples_build_fast_and_pprof_counts_them(tmp_path: Path, pprof_tool: Path) -> None:
+    # GIVEN 20 000 distinct stacks of 30 frames
+    profile = large_profile(20_000, 30)
+    # WHEN built
+    started = time.perf_counter()
+    data = build_pprof(profile)
+    elapsed = time.perf_counter() - started
+    # THEN it takes well under the 15 s default interval (about 0.25 s on a laptop)
+    assert elapsed < 3.0, f"build_pprof took {elapsed:.2f}s"
+    # AND pprof reads it, its total equal to the sum of the counts put in (-tags: -top takes seconds)
+    tags = run_pprof(pprof_tool, "-tags", "-tagshow=pid", "-sample_index=samples", write(tmp_path, data))
+    assert tags.startswith(f" pid: Total {sum(s.count for s in profile.samples)}.0\n")
