@@ -35,7 +35,11 @@ def check_pids(pids: tuple[int, ...], proc_root: Path = Path("/proc")) -> None:
 
 def check_writable_dir(path: Path, what: str) -> None:
     parent = path.parent if what == "output" else path
-    if not parent.is_dir():
+    try:
+        exists = parent.is_dir()
+    except OSError as exc:  # a parent we may not even look into
+        raise UsageError(f"{what} {path}: cannot reach directory {parent}: {exc.strerror}") from None
+    if not exists:
         raise UsageError(f"{what} {path}: directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {path}: directory {parent} is not writable")
@@ -81,7 +85,10 @@ class RunConfig:
         if self.export_dir.exists() and not self.export_dir.is_dir():
             raise UsageError(f"--export-dir {self.export_dir} is not a directory")
         existing = self.export_dir  # created (with parents) at start when missing
-        while not existing.exists():
-            existing = existing.parent
+        try:
+            while not existing.exists():
+                existing = existing.parent
+        except OSError as exc:
+            raise UsageError(f"--export-dir {self.export_dir}: cannot reach {existing}: {exc.strerror}") from None
         if not os.access(existing, os.W_OK | os.X_OK):
             raise UsageError(f"--export-dir {self.export_dir}: {existing} is not writable")

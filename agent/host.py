@@ -49,6 +49,7 @@ def default_cache_dir() -> Path:
 
 def find_kernel_headers(
     release: str | None = None,
+    *,
     modules_root: Path = Path("/lib/modules"),
     kheaders_archive: Path = Path("/sys/kernel/kheaders.tar.xz"),
     src_root: Path = Path("/usr/src"),

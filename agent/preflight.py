@@ -132,9 +132,16 @@ def check_perf_events(paranoid_path: Path = Path("/proc/sys/kernel/perf_event_pa
                        "run as root or grant CAP_PERFMON; enable CONFIG_PERF_EVENTS")
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # unreadable without privileges
+        return False
+
+
 def check_tracefs() -> CheckResult:
     for path in (host.TRACEFS, host.DEBUGFS / "tracing"):
-        if (path / "events" / "sched" / "sched_process_exec").is_dir():
+        if _is_dir(path / "events" / "sched" / "sched_process_exec"):
             return CheckResult("tracefs", True, f"mounted at {path}")
     if os.geteuid() == 0:
         return CheckResult("tracefs", True, f"not mounted; hostflame mounts it at {host.TRACEFS} when it starts")

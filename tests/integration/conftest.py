@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,3 +100,31 @@ def pprof_traces(pprof_tool: Path, profile: Path) -> list[Trace]:
                 continue
         current.frames.append(line.strip())
     return [t for t in traces if t.frames]
+
+
+class Recording:
+    """`hostflame record` started in the background; ``wait_sampling`` returns once BPF is
+    attached (the log says "sampling"), so a test can start a workload inside the window."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen([str(HOSTFLAME), "record", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.stderr_lines: list[str] = []
+        self._sampling = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+            if "sampling" in line:
+                self._sampling.set()
+
+    def wait_sampling(self, timeout: float = 60) -> None:
+        assert self._sampling.wait(timeout), "".join(self.stderr_lines)
+
+    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self._reader.join(5)
+        return self.proc.returncode, out, "".join(self.stderr_lines)

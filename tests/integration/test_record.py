@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Trace, hostflame, pprof_text, pprof_traces
+from tests.integration.conftest import Recording, Trace, hostflame, pprof_text, pprof_traces
 
 pytestmark = [pytest.mark.bpf, pytest.mark.root]
 
@@ -73,20 +71,17 @@ def test_samples_taken_equal_samples_attributed_plus_counted_losses(
 def test_a_process_that_exits_before_the_drain_is_still_named(
     short_lived_exe: Path, tmp_path: Path, pprof_tool: Path
 ) -> None:
-    # GIVEN a program that lives 0.3 s, started while recording
+    # GIVEN a recording under way
     out = tmp_path / "p.pb.gz"
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start_later() -> None:
-        time.sleep(1.0)
-        started.append(subprocess.Popen([str(short_lived_exe), "0.3"]))
-
-    threading.Thread(target=start_later).start()
-    result = hostflame("record", "--duration", "3", "--top", "0", "-o", str(out))
-    assert result.returncode == 0, result.stderr
-    assert started and started[0].wait(5) == 0
+    recording = Recording("--duration", "3", "--top", "0", "-o", str(out))
+    recording.wait_sampling()
+    # WHEN a program that lives 0.3 s runs and exits well before the recording ends
+    short = subprocess.Popen([str(short_lived_exe), "0.3"])
+    assert short.wait(5) == 0
+    code, _, err = recording.finish()
+    assert code == 0, err
     # THEN its frames are named, under main, and carry its pid
-    traces = [t for t in pprof_traces(pprof_tool, out) if t.labels.get("pid") == [str(started[0].pid)]]
+    traces = [t for t in pprof_traces(pprof_tool, out) if t.labels.get("pid") == [str(short.pid)]]
     named = samples_with(traces, "short_lived_spin", ["main"])
     assert named >= 0.5 * 0.3 * 99, traces
 
