@@ -33,18 +33,6 @@ def check_pids(pids: tuple[int, ...], proc_root: Path = Path("/proc")) -> None:
             raise UsageError(f"--pid {pid}: no such process")
 
 
-def check_writable_dir(path: Path, what: str) -> None:
-    parent = path.parent if what == "output" else path
-    try:
-        exists = parent.is_dir()
-    except OSError as exc:  # a parent we may not even look into
-        raise UsageError(f"{what} {path}: cannot reach directory {parent}: {exc.strerror}") from None
-    if not exists:
-        raise UsageError(f"{what} {path}: directory {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {path}: directory {parent} is not writable")
-
-
 @dataclass(frozen=True)
 class RecordConfig:
     duration_s: float
@@ -62,11 +50,9 @@ class RecordConfig:
             raise UsageError("no output: give at least one -o PATH (.pb.gz, .folded or .html)")
         if self.top < 0:
             raise UsageError(f"--top must be 0 or more, got {self.top}")
-        from agent.exporters.files import format_for
+        from agent.exporters.files import check_outputs
 
-        for path in self.outputs:
-            format_for(path)
-            check_writable_dir(path, "output")
+        check_outputs(self.outputs)
 
 
 @dataclass(frozen=True)

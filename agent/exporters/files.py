@@ -54,7 +54,11 @@ def check_outputs(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, O
         path = Path(raw)
         fmt = format_for(path)
         directory = path.parent
-        if not directory.is_dir():
+        try:
+            exists = directory.is_dir()
+        except OSError as exc:  # a directory we may not even look into
+            raise UsageError(f"cannot write {path}: cannot reach directory {directory}: {exc.strerror}") from None
+        if not exists:
             raise UsageError(f"cannot write {path}: directory {directory} does not exist")
         if not os.access(directory, os.W_OK | os.X_OK):
             raise UsageError(f"cannot write {path}: directory {directory} is not writable")
