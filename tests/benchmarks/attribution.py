@@ -18,7 +18,6 @@ from typing import Any
 from tests.benchmarks.common import (
     Measured,
     Settings,
-    Table,
     artifacts_dir,
     busy_percent,
     busy_workload,
@@ -30,13 +29,10 @@ from tests.benchmarks.common import (
     pprof_comments,
     pprof_duration_s,
     pprof_samples,
-    progress,
     ratio,
     run_measured,
-    say,
-    target,
-    write_result,
 )
+from tests.benchmarks.output import Table, progress, say, target, write_result
 
 NAME = "attribution"
 TARGET_PERCENT = 99.0

@@ -1,4 +1,4 @@
-"""Plumbing shared by the benchmarks: knobs, machine facts, workloads, measured runs, output.
+"""Plumbing shared by the benchmarks: knobs, machine facts, workloads, measured runs, pprof reads.
 
 Nothing here types in a number it reports: every value comes from a process's rusage, /proc,
 or Google pprof reading a profile. Knobs come from the environment (see README.md).
@@ -6,7 +6,6 @@ or Google pprof reading a profile. Knobs come from the environment (see README.m
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -19,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -361,58 +360,3 @@ def pprof_duration_s(path: Path) -> float:
         if line.startswith("Duration:"):
             return float(line.split()[1])
     return float("nan")
-
-
-# --- output -----------------------------------------------------------------------------------
-
-@dataclass
-class Table:
-    """A plain text table; numbers formatted by the caller."""
-
-    title: str
-    header: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-
-    def add(self, *cells: object) -> None:
-        self.rows.append([c if isinstance(c, str) else fmt(c) for c in cells])
-
-    def render(self) -> str:
-        widths = [max(len(r[i]) for r in [self.header, *self.rows]) for i in range(len(self.header))]
-        lines = [self.title, "  ".join(h.ljust(w) for h, w in zip(self.header, widths, strict=True))]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-                  for r in self.rows]
-        return "\n".join(lines)
-
-
-def fmt(value: object) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value:  # noqa: PLR0124 (NaN)
-            return "n/a"
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
-
-
-def target(description: str, value: float, met: bool) -> dict[str, Any]:
-    return {"target": description, "value": value, "met": met}
-
-
-def write_result(settings: Settings, name: str, result: dict[str, Any]) -> Path:
-    settings.out_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.out_dir / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
-    tmp.rename(path)
-    return path
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def progress(text: str) -> None:
-    print(f"  .. {text}", file=sys.stderr, flush=True)

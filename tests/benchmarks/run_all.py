@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.benchmarks import attribution, run_overhead, vs_bcc
-from tests.benchmarks.common import PPROF, Settings, machine, say, write_result
+from tests.benchmarks.common import PPROF, Settings, machine
+from tests.benchmarks.output import say, write_result
 
 BENCHMARKS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     attribution.NAME: attribution.run,

@@ -25,7 +25,6 @@ from typing import Any
 from tests.benchmarks.common import (
     HOSTFLAME,
     Settings,
-    Table,
     artifacts_dir,
     busy_percent,
     busy_workload,
@@ -34,14 +33,11 @@ from tests.benchmarks.common import (
     machine,
     median,
     proc_tree_cpu_s,
-    progress,
     pss_kb,
     ratio,
-    say,
     status_kb,
-    target,
-    write_result,
 )
+from tests.benchmarks.output import Table, progress, say, target, write_result
 
 NAME = "run_overhead"
 TARGET_CPU_PERCENT = 1.0

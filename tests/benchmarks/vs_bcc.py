@@ -36,7 +36,6 @@ from agent.host import find_kernel_headers
 from tests.benchmarks.common import (
     Measured,
     Settings,
-    Table,
     artifacts_dir,
     busy_percent,
     busy_workload,
@@ -46,13 +45,10 @@ from tests.benchmarks.common import (
     machine,
     median,
     pprof_samples,
-    progress,
     ratio,
     run_measured,
-    say,
-    target,
-    write_result,
 )
+from tests.benchmarks.output import Table, progress, say, target, write_result
 
 NAME = "vs_bcc"
 HOSTFLAME_UNNAMED_PREFIXES = ("[unknown]", "[jit]", "[missing", "[user stack lost", "[kernel stack lost", "[anon]",
