@@ -87,7 +87,8 @@ def run(settings: Settings) -> dict[str, Any]:
                      "duration_s": settings.record_duration_s, "nominal_samples": nominal},
         "commands": {"workload": workload.commands,
                      "profiler": command_line(hostflame_record_cmd(settings, Path("x.pb.gz"))),
-                     "read": "pprof -traces -sample_index=samples -symbolize=none x.pb.gz; pprof -comments x.pb.gz"},
+                     "read": "pprof -traces -sample_index=samples -symbolize=none x.pb.gz; "
+                             "pprof -comments -symbolize=none x.pb.gz"},
         "reps": reps,
         "medians": med,
         "targets": {"attributed_percent_of_nominal": target(
