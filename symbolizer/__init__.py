@@ -1,0 +1,343 @@
+"""Symbolizer stage facade: runtime addresses in, named frames out.
+
+In: for user stacks, a pid, that process's ``Mapping``s (from the registry) and the sampled
+addresses, leaf first; for kernel stacks, the addresses alone. Out: one ``Symbolized`` per
+address, in order, never dropped and never raised for: a frame the symbolizer cannot name is
+``module+0xFILE_OFFSET``, ``[unknown]``, ``[jit] 0xADDR`` or ``[kernel] 0xADDR``, and the cause
+is counted in ``Symbolizer.stats``.
+
+Life of a binary: ``pin_process`` opens each new executable file-backed mapping's file while
+the process lives (map_files, else the process root) and keeps the fd, keyed by the mapping's
+``file_key``; the first ``symbolize_user`` needing it parses headers and symbol table once
+(shared by build-id through ``cache.LruCache``) and closes the fd. Names are memoized per
+(file_key, file offset), shared by every process mapping the file, and whole ``Symbolized``
+values per (pid, address) until the pid's mappings object changes or ``forget_unused`` runs:
+a repeated stack costs one dict lookup per frame. Not thread-safe: one caller.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from symbolizer.addr import elf_vaddr_of, file_offset_of
+from symbolizer.cache import LruCache, TableKey, table_key
+from symbolizer.elf import LoadSegment, read_elf_info
+from symbolizer.errors import Cause, SymbolizerError
+from symbolizer.files import DELETED_SUFFIX, open_mapped_file
+from symbolizer.kernel import KernelSymbolizer
+from symbolizer.model import Frame, FrameKind, Mapping, Module, Symbolized
+from symbolizer.symtab import SymbolTable, build_symbol_table
+
+__all__ = [
+    "Cause",
+    "Frame",
+    "FrameKind",
+    "Mapping",
+    "Module",
+    "Symbolized",
+    "Symbolizer",
+    "SymbolizerError",
+    "SymbolizerStats",
+]
+
+log = logging.getLogger(__name__)
+
+FileKey = tuple[int, int, int]
+MAX_FILE_SIZE = 8 << 30
+MAX_RESULTS = 1 << 18  # per memo: (file_key, offset) -> frames, and (pid, addr) -> Symbolized
+MAX_PID_INDEXES = 4096
+# Failures that a later process mapping the same file may not hit: retried by pin_process.
+TRANSIENT_CAUSES = frozenset({Cause.GONE, Cause.PERMISSION, Cause.IO_ERROR, Cause.FILE_CHANGED})
+UNKNOWN_FRAMES = (Frame(function="[unknown]"),)
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolizerStats:
+    """Counters since the Symbolizer was made.
+
+    ``binaries_loaded``: symbol tables parsed (a build-id seen again is not parsed again).
+    ``binaries_failed``: failures by ``Cause`` value (one per attempt, not per frame).
+    ``pinned_files``: fds held open now. ``cache_hits`` / ``cache_misses``: per-address result
+    memo (user and kernel). ``tables_shared``: loads answered by a table already parsed for
+    the same build-id (or file identity) under another file_key.
+    """
+
+    binaries_loaded: int
+    binaries_failed: dict[str, int]
+    pinned_files: int
+    cache_hits: int
+    cache_misses: int
+    tables_shared: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Binary:
+    """What symbolization keeps of one parsed ELF file."""
+
+    build_id: bytes
+    loads: tuple[LoadSegment, ...]
+    table: SymbolTable
+
+
+class _FileEntry:
+    """State of one file_key: pinned (fd), loaded (binary), or failed (failure)."""
+
+    __slots__ = ("binary", "failure", "fd", "generation")
+
+    def __init__(self, generation: int, fd: int = -1, failure: Cause | None = None) -> None:
+        self.fd = fd
+        self.binary: _Binary | None = None
+        self.failure = failure
+        self.generation = generation
+
+
+@dataclass(slots=True)
+class _PidIndex:
+    """One process's mappings sorted by start, for bisection; modules built once each."""
+
+    mappings: Sequence[Mapping]  # the caller's object, compared by identity
+    starts: list[int]
+    ordered: list[Mapping]
+    modules: dict[int, Module] = field(default_factory=dict)  # by position << 1 | has a binary
+    memo: dict[int, Symbolized] = field(default_factory=dict)  # by addr << 1 | is_return
+
+
+class Symbolizer:
+    """Names user and kernel stack addresses. See the module docstring for the life cycle."""
+
+    def __init__(
+        self,
+        kallsyms_path: str = "/proc/kallsyms",
+        proc_root: str = "/proc",
+        max_binaries: int = 256,
+        kernel_notes_path: str = "/sys/kernel/notes",
+    ) -> None:
+        self._proc_root = proc_root.rstrip("/") or "/"
+        self._files: LruCache[FileKey, _FileEntry] = LruCache(max_binaries, self._close_entry)
+        self._tables: LruCache[TableKey, SymbolTable] = LruCache(max_binaries)
+        self._results: dict[tuple[FileKey, int], tuple[Frame, ...] | None] = {}
+        self._pids: dict[int, _PidIndex] = {}
+        self._memo_size = 0  # entries in all _PidIndex.memo together
+        self._kernel = KernelSymbolizer(kallsyms_path, kernel_notes_path, MAX_RESULTS)
+        self._generation = 0
+        self._loaded = 0
+        self._failed: dict[str, int] = {}
+        self._hits = 0
+        self._misses = 0
+
+    # ----- pinning -------------------------------------------------------------------------
+
+    def pin_process(self, pid: int, mappings: Sequence[Mapping]) -> None:
+        """Open, now, every new executable file of live process ``pid`` so it can be read later."""
+        for mapping in mappings:
+            if not mapping.is_exec or not mapping.is_file:
+                continue
+            entry = self._files.get(mapping.file_key)
+            if entry is not None:
+                entry.generation = self._generation
+                if entry.failure not in TRANSIENT_CAUSES:
+                    continue
+            self._open(pid, mapping)
+
+    def _open(self, pid: int, mapping: Mapping) -> _FileEntry:
+        try:
+            fd = open_mapped_file(self._proc_root, pid, mapping, MAX_FILE_SIZE)
+        except SymbolizerError as err:
+            entry = _FileEntry(self._generation, failure=err.cause)
+            self._count_failure(err.cause)
+        else:
+            entry = _FileEntry(self._generation, fd=fd)
+        self._files.put(mapping.file_key, entry)
+        return entry
+
+    @staticmethod
+    def _close_entry(_key: FileKey, entry: _FileEntry) -> None:
+        if entry.fd >= 0:
+            os.close(entry.fd)
+            entry.fd = -1
+
+    def forget_unused(self) -> None:
+        """Close fds pinned for files not pinned or used since the previous call; drop transient
+        failures so they are retried. Call once per interval."""
+        for key, entry in self._files.items():
+            stale = entry.generation < self._generation
+            if (entry.fd >= 0 and stale) or entry.failure in TRANSIENT_CAUSES:
+                self._close_entry(key, entry)
+                self._files.pop(key)
+        self._drop_pid_indexes()
+        self._generation += 1
+
+    def _drop_pid_indexes(self) -> None:
+        self._pids.clear()
+        self._memo_size = 0
+
+    def close(self) -> None:
+        """Close every pinned fd (at shutdown). Parsed binaries stay; files not yet parsed will
+        be reopened through proc_root if needed, which fails once their process has exited."""
+        for key, entry in self._files.items():
+            if entry.fd >= 0:
+                self._close_entry(key, entry)
+                self._files.pop(key)
+
+    # ----- user stacks ---------------------------------------------------------------------
+
+    def symbolize_user(self, pid: int, mappings: Sequence[Mapping], addrs: Sequence[int]) -> list[Symbolized]:
+        """One ``Symbolized`` per address of a user stack (leaf first, runtime addresses)."""
+        index = self._index(pid, mappings)
+        memo = index.memo
+        out = []
+        for position, addr in enumerate(addrs):
+            key = addr << 1 | (position > 0)
+            symbolized = memo.get(key)
+            if symbolized is None:
+                symbolized = self._symbolize_addr(pid, index, addr, position > 0)
+                if self._memo_size >= MAX_RESULTS:
+                    for other in self._pids.values():
+                        other.memo.clear()
+                    self._memo_size = 0
+                memo[key] = symbolized
+                self._memo_size += 1
+            else:
+                self._hits += 1
+            out.append(symbolized)
+        return out
+
+    def _index(self, pid: int, mappings: Sequence[Mapping]) -> _PidIndex:
+        index = self._pids.get(pid)
+        if index is None or index.mappings is not mappings:
+            ordered = sorted(mappings, key=lambda m: m.start)
+            index = _PidIndex(mappings, [m.start for m in ordered], ordered)
+            if len(self._pids) >= MAX_PID_INDEXES:
+                self._drop_pid_indexes()
+            elif pid in self._pids:
+                self._memo_size -= len(self._pids[pid].memo)
+            self._pids[pid] = index
+        return index
+
+    def _symbolize_addr(self, pid: int, index: _PidIndex, addr: int, is_return: bool) -> Symbolized:
+        lookup = addr - 1 if is_return and addr > 0 else addr
+        position = bisect.bisect_right(index.starts, lookup) - 1
+        mapping = index.ordered[position] if position >= 0 else None
+        if mapping is None or lookup >= mapping.end:
+            return Symbolized(addr, FrameKind.UNKNOWN, None, UNKNOWN_FRAMES, False)
+        if not mapping.is_file:
+            return self._symbolize_special(index, position, addr)
+        entry = self._entry(pid, mapping) if mapping.is_exec else None
+        binary = entry.binary if entry is not None else None
+        module = self._module(index, position, binary)
+        if binary is None:
+            return Symbolized(addr, FrameKind.NATIVE, module, _placeholder(mapping, addr), False)
+        offset = file_offset_of(lookup, mapping)
+        key = (mapping.file_key, offset)
+        if key in self._results:
+            self._hits += 1
+            frames = self._results[key]
+        else:
+            self._misses += 1
+            frames = _name_frames(binary, offset)
+            if len(self._results) >= MAX_RESULTS:
+                self._results.clear()
+            self._results[key] = frames
+        if frames is None:
+            return Symbolized(addr, FrameKind.NATIVE, module, _placeholder(mapping, addr), False)
+        return Symbolized(addr, FrameKind.NATIVE, module, frames, True)
+
+    def _symbolize_special(self, index: _PidIndex, position: int, addr: int) -> Symbolized:
+        mapping = index.ordered[position]
+        module = self._module(index, position, None)
+        if mapping.path in ("[vdso]", "[vsyscall]"):
+            frames = (Frame(function=f"{mapping.path}+0x{addr - mapping.start:x}"),)
+            return Symbolized(addr, FrameKind.NATIVE, module, frames, False)
+        return Symbolized(addr, FrameKind.JIT, module, (Frame(function=f"[jit] 0x{addr:x}"),), False)
+
+    def _module(self, index: _PidIndex, position: int, binary: _Binary | None) -> Module:
+        mapping = index.ordered[position]
+        key = position << 1 | (binary is not None)
+        module = index.modules.get(key)
+        if module is None:
+            module = Module(
+                path=mapping.path,
+                build_id=binary.build_id if binary is not None else b"",
+                start=mapping.start,
+                end=mapping.end,
+                file_offset=mapping.file_offset,
+                has_functions=binary is not None and len(binary.table) > 0,
+            )
+            index.modules[key] = module
+        return module
+
+    def _entry(self, pid: int, mapping: Mapping) -> _FileEntry:
+        """The loaded (or failed) entry for the mapping's file, opening and parsing on first use."""
+        entry = self._files.get(mapping.file_key)
+        if entry is None:
+            entry = self._open(pid, mapping)
+        entry.generation = self._generation
+        if entry.fd >= 0:
+            self._load(mapping, entry)
+        return entry
+
+    def _load(self, mapping: Mapping, entry: _FileEntry) -> None:
+        try:
+            info = read_elf_info(entry.fd)
+            key = table_key(info.build_id, info.identity)
+            table = self._tables.get(key)
+            if table is None:
+                table = build_symbol_table(entry.fd, info)
+                self._tables.put(key, table)
+                if len(table) == 0:
+                    self._count_failure(Cause.NO_SYMBOLS)
+                else:
+                    self._loaded += 1
+            entry.binary = _Binary(info.build_id, info.loads, table)
+        except SymbolizerError as err:
+            entry.failure = err.cause
+            self._count_failure(err.cause)
+        except Exception:  # a bug must cost one binary its names, not the interval
+            log.exception("symbolizer bug while reading %s; its frames stay unnamed", mapping.path)
+            entry.failure = Cause.INTERNAL
+            self._count_failure(Cause.INTERNAL)
+        finally:
+            self._close_entry(mapping.file_key, entry)
+
+    def _count_failure(self, cause: Cause) -> None:
+        self._failed[cause.value] = self._failed.get(cause.value, 0) + 1
+
+    # ----- kernel stacks -------------------------------------------------------------------
+
+    def symbolize_kernel(self, addrs: Sequence[int]) -> list[Symbolized]:
+        """One ``Symbolized`` (kind KERNEL) per address of a kernel stack, leaf first."""
+        return self._kernel.symbolize(addrs)
+
+    # ----- stats ---------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> SymbolizerStats:
+        pinned = sum(1 for _, entry in self._files.items() if entry.fd >= 0)
+        failed = dict(self._failed)
+        if self._kernel.failure is not None:
+            failed[self._kernel.failure.value] = failed.get(self._kernel.failure.value, 0) + 1
+        return SymbolizerStats(
+            binaries_loaded=self._loaded,
+            binaries_failed=failed,
+            pinned_files=pinned,
+            cache_hits=self._hits + self._kernel.hits,
+            cache_misses=self._misses + self._kernel.misses,
+            tables_shared=self._tables.hits,
+        )
+
+
+def _name_frames(binary: _Binary, file_offset: int) -> tuple[Frame, ...] | None:
+    elf_vaddr = elf_vaddr_of(file_offset, binary.loads)
+    if elf_vaddr is None:
+        return None
+    name = binary.table.lookup(elf_vaddr)
+    return None if name is None else (Frame(function=name),)
+
+
+def _placeholder(mapping: Mapping, addr: int) -> tuple[Frame, ...]:
+    basename = os.path.basename(mapping.path.removesuffix(DELETED_SUFFIX))
+    return (Frame(function=f"{basename}+0x{file_offset_of(addr, mapping):x}"),)

@@ -1,0 +1,179 @@
+"""Symbolizer stage: read what symbolization needs from one ELF file, defensively.
+
+In: an fd of a regular file (see ``symbolizer.files``). Out: an ``ElfInfo`` (build-id,
+PT_LOAD segments, where the symbol tables are) and bounded raw reads of its sections.
+Every failure - truncated, hostile or non-ELF input, pyelftools errors, short reads - is
+raised as ``SymbolizerError`` with a cause; nothing else escapes.
+
+pyelftools parses the headers; section payloads are read here with ``os.pread`` after their
+offsets and sizes are checked against the file size and the caps below.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+import struct
+from dataclasses import dataclass
+
+from elftools.common.exceptions import ELFError
+from elftools.construct import ConstructError
+from elftools.elf.elffile import ELFFile
+
+from symbolizer.errors import Cause, SymbolizerError, cause_of_os_error
+
+MAX_FILE_SIZE = 8 << 30  # larger files are refused without reading
+MAX_SECTION_SIZE = 1 << 30  # a symbol or string table larger than this is refused
+MAX_SECTIONS = 1 << 16
+MAX_SEGMENTS = 1 << 12
+MAX_NOTES_SIZE = 1 << 16  # per PT_NOTE segment / SHT_NOTE section
+MAX_BUILD_ID_SIZE = 64
+NT_GNU_BUILD_ID = 3
+PF_X = 1
+
+# What a malformed file can make pyelftools (or struct/bytes handling of its fields) raise.
+_PARSE_ERRORS = (ELFError, ConstructError, struct.error, ValueError, IndexError, KeyError, EOFError, OverflowError)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSegment:
+    """One PT_LOAD program header: file bytes [file_offset, +filesz) appear at elf_vaddr."""
+
+    file_offset: int
+    elf_vaddr: int
+    filesz: int
+    executable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSource:
+    """Where one symbol table (.symtab or .dynsym) and its string table lie in the file."""
+
+    dynamic: bool  # True for .dynsym
+    offset: int
+    size: int
+    entsize: int
+    strtab_offset: int
+    strtab_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ElfInfo:
+    """The headers of one ELF file that symbolization uses."""
+
+    is_64: bool
+    little_endian: bool
+    build_id: bytes  # b"" when the file has no GNU build-id note
+    loads: tuple[LoadSegment, ...]
+    symbol_sources: tuple[SymbolSource, ...]  # .symtab first, then .dynsym
+    file_size: int
+    identity: tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns)
+
+
+def read_range(fd: int, offset: int, size: int, file_size: int, cap: int = MAX_SECTION_SIZE) -> bytes:
+    """Read exactly ``size`` bytes at ``offset``; refuse ranges outside the file or above ``cap``."""
+    if offset < 0 or size < 0 or offset + size > file_size:
+        raise SymbolizerError(Cause.BAD_ELF, f"range {offset:#x}+{size:#x} outside a {file_size}-byte file")
+    if size > cap:
+        raise SymbolizerError(Cause.TOO_LARGE, f"section of {size} bytes > cap {cap}")
+    try:
+        data = os.pread(fd, size, offset)
+    except OSError as err:
+        raise SymbolizerError(cause_of_os_error(err), f"read failed: {err.strerror}") from err
+    if len(data) != size:
+        raise SymbolizerError(Cause.BAD_ELF, f"short read at {offset:#x}: file truncated")
+    return data
+
+
+def parse_build_id(notes: bytes, little_endian: bool, align: int = 4) -> bytes:
+    """The GNU build-id in a run of ELF notes (a PT_NOTE segment or /sys/kernel/notes), or b""."""
+    header = struct.Struct("<III" if little_endian else ">III")
+    pos = 0
+    while pos + header.size <= len(notes):
+        namesz, descsz, note_type = header.unpack_from(notes, pos)
+        name_at = pos + header.size
+        desc_at = name_at + _round_up(namesz, align)
+        end = desc_at + _round_up(descsz, align)
+        if desc_at + descsz > len(notes):
+            return b""
+        if note_type == NT_GNU_BUILD_ID and notes[name_at : name_at + namesz] == b"GNU\0":
+            return bytes(notes[desc_at : desc_at + min(descsz, MAX_BUILD_ID_SIZE)])
+        pos = end
+    return b""
+
+
+def _round_up(value: int, align: int) -> int:
+    return (value + align - 1) & ~(align - 1)
+
+
+def read_elf_info(fd: int) -> ElfInfo:
+    """Parse the ELF headers of the regular file open as ``fd``."""
+    try:
+        st = os.fstat(fd)
+    except OSError as err:
+        raise SymbolizerError(cause_of_os_error(err), f"fstat failed: {err.strerror}") from err
+    if not stat.S_ISREG(st.st_mode):
+        raise SymbolizerError(Cause.NOT_REGULAR, "not a regular file")
+    if st.st_size > MAX_FILE_SIZE:
+        raise SymbolizerError(Cause.TOO_LARGE, f"{st.st_size} bytes > cap {MAX_FILE_SIZE}")
+    if read_range(fd, 0, min(4, st.st_size), st.st_size) != b"\x7fELF":
+        raise SymbolizerError(Cause.BAD_ELF, "no ELF magic")
+    stream = io.BufferedReader(io.FileIO(fd, "rb", closefd=False))
+    try:
+        return _read_headers(fd, ELFFile(stream), st)
+    except _PARSE_ERRORS as err:
+        raise SymbolizerError(Cause.BAD_ELF, f"{type(err).__name__}: {err}") from err
+    except OSError as err:
+        # EINVAL / EOVERFLOW: a header sent pyelftools seeking to an impossible offset
+        cause = Cause.BAD_ELF if err.errno in (errno.EINVAL, errno.EOVERFLOW) else cause_of_os_error(err)
+        raise SymbolizerError(cause, f"read failed: {err.strerror}") from err
+
+
+def _read_headers(fd: int, elf: ELFFile, st: os.stat_result) -> ElfInfo:
+    if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
+        raise SymbolizerError(Cause.BAD_ELF, f"e_type {elf['e_type']} is not loadable")
+    if elf.num_segments() > MAX_SEGMENTS or elf.num_sections() > MAX_SECTIONS:
+        raise SymbolizerError(Cause.BAD_ELF, "implausible number of headers")
+    little = bool(elf.little_endian)
+    loads: list[LoadSegment] = []
+    build_id = b""
+    for index in range(elf.num_segments()):
+        ph = elf._get_segment_header(index)  # the header only: no Segment object
+        if ph["p_type"] == "PT_LOAD":
+            loads.append(LoadSegment(ph["p_offset"], ph["p_vaddr"], ph["p_filesz"], bool(ph["p_flags"] & PF_X)))
+        elif ph["p_type"] == "PT_NOTE" and not build_id:
+            size = min(ph["p_filesz"], MAX_NOTES_SIZE)
+            notes = read_range(fd, ph["p_offset"], size, st.st_size)
+            build_id = parse_build_id(notes, little, 8 if ph["p_align"] == 8 else 4)
+    sources: list[SymbolSource] = []
+    for index in range(elf.num_sections()):
+        sh = elf._get_section_header(index)  # the header only: no name lookup, no payload
+        if sh["sh_type"] == "SHT_NOTE" and not build_id:
+            notes = read_range(fd, sh["sh_offset"], min(sh["sh_size"], MAX_NOTES_SIZE), st.st_size)
+            build_id = parse_build_id(notes, little, 8 if sh["sh_addralign"] == 8 else 4)
+        elif sh["sh_type"] in ("SHT_SYMTAB", "SHT_DYNSYM") and sh["sh_size"] > 0:
+            if not 0 < sh["sh_link"] < elf.num_sections():
+                raise SymbolizerError(Cause.BAD_ELF, f"symbol table links to section {sh['sh_link']}")
+            strtab = elf._get_section_header(sh["sh_link"])
+            sources.append(
+                SymbolSource(
+                    dynamic=sh["sh_type"] == "SHT_DYNSYM",
+                    offset=sh["sh_offset"],
+                    size=sh["sh_size"],
+                    entsize=sh["sh_entsize"],
+                    strtab_offset=strtab["sh_offset"],
+                    strtab_size=strtab["sh_size"],
+                )
+            )
+    sources.sort(key=lambda source: source.dynamic)
+    return ElfInfo(
+        is_64=elf.elfclass == 64,
+        little_endian=little,
+        build_id=build_id,
+        loads=tuple(loads),
+        symbol_sources=tuple(sources),
+        file_size=st.st_size,
+        identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+    )
