@@ -60,6 +60,7 @@ def run(config: RunConfig) -> int:
     try:
         with profiling_session(config.frequency_hz) as (session, sampler):
             sampler.attach()
+            session.start()
             log.info("profiling every CPU at %d Hz; a profile every %g s into %s",
                      config.frequency_hz, config.interval_s, config.export_dir)
             started = time.monotonic()
@@ -81,9 +82,10 @@ def run(config: RunConfig) -> int:
                     cpu_at_cut = cpu
                     next_cut += config.interval_s
                 session.tick(max(0.0, min(next_cut - time.monotonic(), 0.1)))
+            ended = time.monotonic()
             sampler.detach()
             session.final_drain()
-            _export(exporters, session.take_profile())
+            _export(exporters, session.take_profile(ended))
             log.info("stopped%s; last (partial) interval written",
                      f" on {signal.Signals(stop_signal[0]).name}" if stop_signal else "")
     finally:

@@ -29,16 +29,18 @@ def record(config: RecordConfig) -> int:
         previous = signal.signal(signal.SIGINT, on_signal)
         try:
             sampler.attach()
+            session.start()
             deadline = time.monotonic() + config.duration_s
             log.info("sampling %s at %d Hz for %g s", "pids " + ",".join(map(str, config.pids))
                      if config.pids else "every CPU", config.frequency_hz, config.duration_s)
             while not stop and (remaining := deadline - time.monotonic()) > 0:
                 session.tick(remaining)
+            ended = time.monotonic()
             sampler.detach()
             session.final_drain()
         finally:
             signal.signal(signal.SIGINT, previous)
-        profile = session.take_profile()
+        profile = session.take_profile(ended)
         stats = session.stats()
         registry = session.registry.stats
 

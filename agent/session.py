@@ -38,6 +38,7 @@ class Session:
                  pin: Callable[[ProcessInfo], None] | None = None):
         self.settings = settings
         self._sampler = sampler
+        self._symbolizer = symbolizer
         self.registry = ProcessRegistry(settings.proc_root, on_snapshot=pin)
         self.collector = Collector(self.registry, symbolizer)
         self.drainer = Drainer(sampler, self._on_events)
@@ -46,6 +47,12 @@ class Session:
         self._interval_start_mono = time.monotonic()
         self._last_drain = time.monotonic()
         self._counters_at_start: dict[str, int] = {}
+
+    def start(self) -> None:
+        """Call right after the sampler is attached: the first interval starts now."""
+        self._interval_start_ns = time.time_ns()
+        self._interval_start_mono = time.monotonic()
+        self._last_drain = self._interval_start_mono
 
     def _on_events(self, events: list[ProcessEvent]) -> None:
         for event in events:
@@ -71,10 +78,14 @@ class Session:
     def stats(self) -> DrainStats:
         return self.drainer.stats()
 
-    def take_profile(self) -> Profile:
-        """The interval since the last take (or the start), as one Profile."""
-        now_ns = time.time_ns()
+    def take_profile(self, ended_mono: float | None = None) -> Profile:
+        """The interval since the last take (or the start), as one Profile. ``ended_mono``
+        (time.monotonic()) is when sampling stopped, when it stopped before this call."""
         now_mono = time.monotonic()
+        now_ns = time.time_ns()
+        if ended_mono is not None:
+            now_ns -= int((now_mono - ended_mono) * 1e9)
+            now_mono = ended_mono
         totals = self.stats().counters
         interval_counters = {k: v - self._counters_at_start.get(k, 0) for k, v in totals.items()}
         self._counters_at_start = totals
@@ -87,4 +98,5 @@ class Session:
         )
         self._interval_start_ns = now_ns
         self._interval_start_mono = now_mono
+        self._symbolizer.forget_unused()  # close binaries no process used this interval
         return profile
