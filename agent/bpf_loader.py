@@ -128,6 +128,7 @@ class BccSampler:
         self._events_lost_in_buffer = 0
         self._frequency_hz = options.frequency_hz
         self._attached = False
+        self._tracepoints_attached = True
 
     def attach(self) -> None:
         """Start sampling: one cpu-clock perf event per online CPU, and the sched tracepoints."""
@@ -145,15 +146,15 @@ class BccSampler:
         self._attached = True
 
     def detach(self) -> None:
-        """Stop sampling; the maps stay readable for the final drain."""
+        """Stop sampling; the maps stay readable for the final drain. Idempotent."""
         if self._attached:
             self._bpf.detach_perf_event(ev_type=PERF_TYPE_SOFTWARE, ev_config=PERF_COUNT_SW_CPU_CLOCK)
             self._attached = False
-        for event in (b"sched:sched_process_exec", b"sched:sched_process_exit"):
-            try:
+        if self._tracepoints_attached:
+            # TRACEPOINT_PROBE functions were attached by bcc at load.
+            for event in (b"sched:sched_process_exec", b"sched:sched_process_exit"):
                 self._bpf.detach_tracepoint(event)
-            except Exception:  # bcc raises bare Exception when it was not attached
-                log.debug("tracepoint %s was not attached", event)
+            self._tracepoints_attached = False
 
     def close(self) -> None:
         self.detach()
