@@ -8,11 +8,14 @@ is counted in ``Symbolizer.stats``.
 
 Life of a binary: ``pin_process`` opens each new executable file-backed mapping's file while
 the process lives (map_files, else the process root) and keeps the fd, keyed by the mapping's
-``file_key``; the first ``symbolize_user`` needing it parses headers and symbol table once
-(shared by build-id through ``cache.LruCache``) and closes the fd. Names are memoized per
-(file_key, file offset), shared by every process mapping the file, and whole ``Symbolized``
-values per (pid, address) until the pid's mappings object changes or ``forget_unused`` runs:
-a repeated stack costs one dict lookup per frame. Not thread-safe: one caller.
+``file_key``, with an fd of the process's root when that is not the host's; the first
+``symbolize_user`` needing it parses headers and symbol table once (shared by build-id, see
+``symbolizer.loader``; a binary without .symtab is completed from its debug file, looked up
+in the process's root, then on the host, under ``debug_roots``) and closes the fds. Names
+are memoized per (file_key, file offset), shared by every process mapping the file, and
+whole ``Symbolized`` values per (pid, address) until the pid's mappings object changes or
+``forget_unused`` runs: a repeated stack costs one dict lookup per frame. Not thread-safe:
+one caller.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from symbolizer.addr import elf_vaddr_of, file_offset_of
-from symbolizer.cache import LruCache, TableKey, table_key
+from symbolizer.cache import LruCache
+from symbolizer.debuginfo import DebugLocator
 from symbolizer.elf import LoadSegment, read_elf_info
 from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.files import DELETED_SUFFIX, open_mapped_file
 from symbolizer.kernel import KernelSymbolizer
+from symbolizer.loader import TableLoader
 from symbolizer.model import Frame, FrameKind, Mapping, Module, Symbolized
-from symbolizer.symtab import SymbolTable, build_symbol_table
+from symbolizer.symtab import SymbolTable
 
 __all__ = [
     "Cause",
@@ -53,6 +58,7 @@ MAX_PID_INDEXES = 4096
 # Failures that a later process mapping the same file may not hit: retried by pin_process.
 TRANSIENT_CAUSES = frozenset({Cause.GONE, Cause.PERMISSION, Cause.IO_ERROR, Cause.FILE_CHANGED})
 UNKNOWN_FRAMES = (Frame(function="[unknown]"),)
+HOST_ROOT = "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +69,10 @@ class SymbolizerStats:
     ``binaries_failed``: failures by ``Cause`` value (one per attempt, not per frame).
     ``pinned_files``: fds held open now. ``cache_hits`` / ``cache_misses``: per-address result
     memo (user and kernel). ``tables_shared``: loads answered by a table already parsed for
-    the same build-id (or file identity) under another file_key.
+    the same build-id (or file identity) under another file_key. ``debug_files``: tables
+    completed from separate debug information, by source ("build_id", "debuglink",
+    "minidebuginfo"). ``debug_failed``: debug-file candidates rejected, by ``Cause`` value
+    (a candidate that does not exist is not counted).
     """
 
     binaries_loaded: int
@@ -72,6 +81,8 @@ class SymbolizerStats:
     cache_hits: int
     cache_misses: int
     tables_shared: int = 0
+    debug_files: dict[str, int] = field(default_factory=dict)
+    debug_failed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +95,14 @@ class _Binary:
 
 
 class _FileEntry:
-    """State of one file_key: pinned (fd), loaded (binary), or failed (failure)."""
+    """State of one file_key: pinned (fd, and root_fd of a process root other than the
+    host's), loaded (binary), or failed (failure)."""
 
-    __slots__ = ("binary", "failure", "fd", "generation")
+    __slots__ = ("binary", "failure", "fd", "generation", "root_fd")
 
-    def __init__(self, generation: int, fd: int = -1, failure: Cause | None = None) -> None:
+    def __init__(self, generation: int, fd: int = -1, failure: Cause | None = None, root_fd: int = -1) -> None:
         self.fd = fd
+        self.root_fd = root_fd
         self.binary: _Binary | None = None
         self.failure = failure
         self.generation = generation
@@ -115,10 +128,12 @@ class Symbolizer:
         proc_root: str = "/proc",
         max_binaries: int = 256,
         kernel_notes_path: str = "/sys/kernel/notes",
+        debug_roots: Sequence[str] = ("/usr/lib/debug",),
     ) -> None:
         self._proc_root = proc_root.rstrip("/") or "/"
         self._files: LruCache[FileKey, _FileEntry] = LruCache(max_binaries, self._close_entry)
-        self._tables: LruCache[TableKey, SymbolTable] = LruCache(max_binaries)
+        self._loader = TableLoader(max_binaries, DebugLocator(debug_roots, HOST_ROOT))
+        self._host_root_id = _dir_identity(HOST_ROOT)
         self._results: dict[tuple[FileKey, int], tuple[Frame, ...] | None] = {}
         self._pids: dict[int, _PidIndex] = {}
         self._memo_size = 0  # entries in all _PidIndex.memo together
@@ -150,15 +165,33 @@ class Symbolizer:
             entry = _FileEntry(self._generation, failure=err.cause)
             self._count_failure(err.cause)
         else:
-            entry = _FileEntry(self._generation, fd=fd)
+            entry = _FileEntry(self._generation, fd=fd, root_fd=self._open_process_root(pid))
         self._files.put(mapping.file_key, entry)
         return entry
+
+    def _open_process_root(self, pid: int) -> int:
+        """An O_PATH fd of the root of process ``pid`` when it is not the host's root, else -1."""
+        try:
+            root_fd = os.open(f"{self._proc_root}/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return -1
+        try:
+            st = os.fstat(root_fd)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) == self._host_root_id:
+            os.close(root_fd)
+            return -1
+        return root_fd
 
     @staticmethod
     def _close_entry(_key: FileKey, entry: _FileEntry) -> None:
         if entry.fd >= 0:
             os.close(entry.fd)
             entry.fd = -1
+        if entry.root_fd >= 0:
+            os.close(entry.root_fd)
+            entry.root_fd = -1
 
     def forget_unused(self) -> None:
         """Close fds pinned for files not pinned or used since the previous call; drop transient
@@ -283,16 +316,13 @@ class Symbolizer:
     def _load(self, mapping: Mapping, entry: _FileEntry) -> None:
         try:
             info = read_elf_info(entry.fd)
-            key = table_key(info.build_id, info.identity)
-            table = self._tables.get(key)
-            if table is None:
-                table = build_symbol_table(entry.fd, info)
-                self._tables.put(key, table)
-                if len(table) == 0:
+            loaded = self._loader.load(entry.fd, info, mapping.path, entry.root_fd)
+            if loaded.fresh:
+                if len(loaded.table) == 0:
                     self._count_failure(Cause.NO_SYMBOLS)
                 else:
                     self._loaded += 1
-            entry.binary = _Binary(info.build_id, info.loads, table)
+            entry.binary = _Binary(info.build_id, info.loads, loaded.table)
         except SymbolizerError as err:
             entry.failure = err.cause
             self._count_failure(err.cause)
@@ -326,8 +356,18 @@ class Symbolizer:
             pinned_files=pinned,
             cache_hits=self._hits + self._kernel.hits,
             cache_misses=self._misses + self._kernel.misses,
-            tables_shared=self._tables.hits,
+            tables_shared=self._loader.tables.hits,
+            debug_files=dict(self._loader.debug_files),
+            debug_failed=dict(self._loader.locator.failures),
         )
+
+
+def _dir_identity(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_dev, st.st_ino)
 
 
 def _name_frames(binary: _Binary, file_offset: int) -> tuple[Frame, ...] | None:

@@ -30,6 +30,10 @@ MAX_SECTIONS = 1 << 16
 MAX_SEGMENTS = 1 << 12
 MAX_NOTES_SIZE = 1 << 16  # per PT_NOTE segment / SHT_NOTE section
 MAX_BUILD_ID_SIZE = 64
+MAX_SECTION_NAMES_SIZE = 1 << 20  # the part of .shstrtab read to find .gnu_debuglink / .gnu_debugdata
+SHN_XINDEX = 0xFFFF
+DEBUGLINK_SECTION = b".gnu_debuglink"
+DEBUGDATA_SECTION = b".gnu_debugdata"
 NT_GNU_BUILD_ID = 3
 PF_X = 1
 
@@ -60,6 +64,14 @@ class SymbolSource:
 
 
 @dataclass(frozen=True, slots=True)
+class SectionRange:
+    """Where one section's bytes lie in the file."""
+
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class ElfInfo:
     """The headers of one ELF file that symbolization uses."""
 
@@ -70,6 +82,14 @@ class ElfInfo:
     symbol_sources: tuple[SymbolSource, ...]  # .symtab first, then .dynsym
     file_size: int
     identity: tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns)
+    machine: str = ""  # e_machine as pyelftools names it, e.g. "EM_X86_64"
+    debuglink: SectionRange | None = None  # .gnu_debuglink: name and CRC32 of a separate debug file
+    debugdata: SectionRange | None = None  # .gnu_debugdata: MiniDebugInfo, an xz-compressed ELF
+
+    @property
+    def has_symtab(self) -> bool:
+        """True when the file has a non-empty .symtab (not only .dynsym)."""
+        return any(not source.dynamic for source in self.symbol_sources)
 
 
 def read_range(fd: int, offset: int, size: int, file_size: int, cap: int = MAX_SECTION_SIZE) -> bytes:
@@ -148,8 +168,14 @@ def _read_headers(fd: int, elf: ELFFile, st: os.stat_result) -> ElfInfo:
             notes = read_range(fd, ph["p_offset"], size, st.st_size)
             build_id = parse_build_id(notes, little, 8 if ph["p_align"] == 8 else 4)
     sources: list[SymbolSource] = []
+    names = _section_names(fd, elf, st.st_size)
+    named: dict[bytes, SectionRange] = {}
     for index in range(elf.num_sections()):
-        sh = elf._get_section_header(index)  # the header only: no name lookup, no payload
+        sh = elf._get_section_header(index)  # the header only: no payload
+        if sh["sh_type"] == "SHT_PROGBITS" and names:
+            name = _name_at(names, sh["sh_name"])
+            if name in (DEBUGLINK_SECTION, DEBUGDATA_SECTION) and name not in named:
+                named[name] = SectionRange(sh["sh_offset"], sh["sh_size"])
         if sh["sh_type"] == "SHT_NOTE" and not build_id:
             notes = read_range(fd, sh["sh_offset"], min(sh["sh_size"], MAX_NOTES_SIZE), st.st_size)
             build_id = parse_build_id(notes, little, 8 if sh["sh_addralign"] == 8 else 4)
@@ -176,4 +202,29 @@ def _read_headers(fd: int, elf: ELFFile, st: os.stat_result) -> ElfInfo:
         symbol_sources=tuple(sources),
         file_size=st.st_size,
         identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+        machine=str(elf["e_machine"]),
+        debuglink=named.get(DEBUGLINK_SECTION),
+        debugdata=named.get(DEBUGDATA_SECTION),
     )
+
+
+def _section_names(fd: int, elf: ELFFile, file_size: int) -> bytes:
+    """The head of the section-name string table, or b"" when it is missing or unreadable
+    (names are optional: only debug-file lookups use them)."""
+    index = elf["e_shstrndx"]
+    if index == SHN_XINDEX and elf.num_sections() > 0:
+        index = elf._get_section_header(0)["sh_link"]
+    if not 0 < index < elf.num_sections():
+        return b""
+    sh = elf._get_section_header(index)
+    if sh["sh_type"] != "SHT_STRTAB":
+        return b""
+    try:
+        return read_range(fd, sh["sh_offset"], min(sh["sh_size"], MAX_SECTION_NAMES_SIZE), file_size)
+    except SymbolizerError:
+        return b""
+
+
+def _name_at(names: bytes, offset: int) -> bytes:
+    end = names.find(b"\0", offset)
+    return names[offset:end] if 0 <= offset < len(names) and end >= 0 else b""

@@ -24,6 +24,8 @@ class Cause(enum.StrEnum):
     FILE_CHANGED = "file_changed"  # the path now holds another file than the one mapped
     ESCAPES_ROOT = "escapes_root"  # too many symlinks or a path that cannot stay in the root
     IO_ERROR = "io_error"  # any other OSError
+    DEBUG_MISMATCH = "debug_mismatch"  # a debug file whose build-id, CRC32 or ELF kind is not the binary's
+    BAD_COMPRESSED = "bad_compressed"  # a MiniDebugInfo section that is not one valid xz stream
     INTERNAL = "internal"  # a bug in hostflame or pyelftools: logged once per binary
 
 

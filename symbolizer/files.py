@@ -74,11 +74,29 @@ def open_beneath(root: str, path: str, max_size: int) -> int:
     it, and symlinks are expanded here, absolute ones from ``root``; so swapping a component for
     a symlink at any moment still resolves inside ``root``.
     """
+    root_fd = open_root(root)
     try:
-        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return open_beneath_fd(root_fd, path, max_size, root)
+    finally:
+        os.close(root_fd)
+
+
+def open_root(root: str) -> int:
+    """An ``O_PATH`` fd of the directory ``root`` (following symlinks, e.g. /proc/PID/root)."""
+    try:
+        return os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
         raise SymbolizerError(cause_of_os_error(err), f"{root}: {err.strerror}") from err
-    dirs = [root_fd]  # dirs[0] is the root; dirs[-1] the directory being walked
+
+
+def open_beneath_fd(root_fd: int, path: str, max_size: int, root_name: str = "") -> int:
+    """``open_beneath`` for a root held open as ``root_fd`` (which stays open); ``root_name``
+    only prefixes error messages."""
+    try:
+        first = os.dup(root_fd)
+    except OSError as err:
+        raise SymbolizerError(cause_of_os_error(err), f"{root_name}: {err.strerror}") from err
+    dirs = [first]  # dirs[0] is the root; dirs[-1] the directory being walked
     pending = _split(path)
     pending.reverse()  # popped from the end
     links = 0
@@ -116,7 +134,7 @@ def open_beneath(root: str, path: str, max_size: int) -> int:
                 return _open_checked(name, st, dirs[-1])
         raise SymbolizerError(Cause.NOT_REGULAR, f"{path}: resolves to the root directory")
     except OSError as err:
-        raise SymbolizerError(cause_of_os_error(err), f"{root}{path}: {err.strerror}") from err
+        raise SymbolizerError(cause_of_os_error(err), f"{root_name}{path}: {err.strerror}") from err
     finally:
         for fd in dirs:
             os.close(fd)

@@ -9,6 +9,10 @@ pyelftools objects). Only defined STT_FUNC / STT_GNU_IFUNC symbols are kept. Sto
 decoded only when it is looked up. .symtab and .dynsym are merged: at one address the best
 name wins (GLOBAL over WEAK over LOCAL, then fewer leading underscores, then .symtab).
 A symbol's size bounds it; a size-0 symbol extends to the next symbol's start.
+
+A separate debug file (see ``symbolizer.debuginfo``) is merged as extra parts: its .symtab
+counts as a .symtab of the binary (its section addresses are the binary's ELF vaddrs); its
+.dynsym, if any, is ignored (the binary's own is already read).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import bisect
 import struct
 from array import array
+from collections.abc import Sequence
 
 from symbolizer.elf import ElfInfo, SymbolSource, read_range
 
@@ -124,15 +129,19 @@ def _best_of(run: list[_Candidate], names: bytes) -> _Candidate:
     return (best[0], best[1], best[2], min(c[3] for c in run), best[4])
 
 
-def build_symbol_table(fd: int, info: ElfInfo) -> SymbolTable:
-    """Read .symtab and .dynsym of the file open as ``fd`` into one ``SymbolTable``."""
+def build_symbol_table(fd: int, info: ElfInfo, extra: Sequence[tuple[int, ElfInfo]] = ()) -> SymbolTable:
+    """Read .symtab and .dynsym of the file open as ``fd``, and the .symtab of each debug file
+    in ``extra`` (fd, info), into one ``SymbolTable``."""
+    parts = [(fd, info, info.symbol_sources)]
+    parts += [(debug_fd, debug, tuple(s for s in debug.symbol_sources if not s.dynamic)) for debug_fd, debug in extra]
     candidates: list[_Candidate] = []
     blobs: list[bytes] = []
     base = 0
-    for source in info.symbol_sources:
-        strtab = _collect(fd, info, source, base, candidates)
-        blobs.append(strtab)
-        base += len(strtab)
+    for part_fd, part_info, sources in parts:
+        for source in sources:
+            strtab = _collect(part_fd, part_info, source, base, candidates)
+            blobs.append(strtab)
+            base += len(strtab)
     if not candidates:
         return EMPTY_TABLE
     blobs.append(b"\0")  # every name is NUL-terminated, even one at the end of a truncated table

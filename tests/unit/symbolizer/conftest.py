@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from sym_build import TOOLS, Binaries, build_binaries
+from sym_build import TOOLS, Binaries, DebugVariants, build_binaries, build_debug_variants
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +14,11 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> Binaries:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} not found: install gcc and binutils")
     return build_binaries(tmp_path_factory.mktemp("symbolizer-bin"))
+
+
+@pytest.fixture(scope="session")
+def debug_variants(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> DebugVariants:
+    for tool in ("objcopy", "xz"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} not found: install binutils and xz-utils")
+    return build_debug_variants(tmp_path_factory.mktemp("symbolizer-debug"), binaries.pie)
