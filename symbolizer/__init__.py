@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 from symbolizer.addr import elf_vaddr_of, file_offset_of
 from symbolizer.cache import LruCache
 from symbolizer.debuginfo import DebugLocator
+from symbolizer.diskcache import CacheDir
 from symbolizer.elf import LoadSegment, read_elf_info
 from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.files import DELETED_SUFFIX, open_mapped_file
 from symbolizer.kernel import KernelSymbolizer
+from symbolizer.kernel_cache import KallsymsCache
 from symbolizer.loader import TableLoader
 from symbolizer.model import Frame, FrameKind, Mapping, Module, Symbolized
 from symbolizer.symtab import SymbolTable
@@ -59,6 +61,8 @@ MAX_PID_INDEXES = 4096
 TRANSIENT_CAUSES = frozenset({Cause.GONE, Cause.PERMISSION, Cause.IO_ERROR, Cause.FILE_CHANGED})
 UNKNOWN_FRAMES = (Frame(function="[unknown]"),)
 HOST_ROOT = "/"
+DEFAULT_MAX_CACHE_BYTES = 256 << 20
+MAX_KERNEL_CACHE_BYTES = 1 << 30  # one file, replaced when the boot or the modules change
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,9 @@ class SymbolizerStats:
     the same build-id (or file identity) under another file_key. ``debug_files``: tables
     completed from separate debug information, by source ("build_id", "debuglink",
     "minidebuginfo"). ``debug_failed``: debug-file candidates rejected, by ``Cause`` value
-    (a candidate that does not exist is not counted).
+    (a candidate that does not exist is not counted). ``disk_cache``: persistent cache events
+    ("kallsyms_hits", "kallsyms_absent" / "_stale" / "_corrupt", "kallsyms_writes",
+    "write_errors", ...). ``kernel_load_s``: time the kernel symbols took to load.
     """
 
     binaries_loaded: int
@@ -83,6 +89,8 @@ class SymbolizerStats:
     tables_shared: int = 0
     debug_files: dict[str, int] = field(default_factory=dict)
     debug_failed: dict[str, int] = field(default_factory=dict)
+    disk_cache: dict[str, int] = field(default_factory=dict)
+    kernel_load_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,16 +136,27 @@ class Symbolizer:
         proc_root: str = "/proc",
         max_binaries: int = 256,
         kernel_notes_path: str = "/sys/kernel/notes",
+        *,
         debug_roots: Sequence[str] = ("/usr/lib/debug",),
+        cache_dir: str | None = None,
+        max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
     ) -> None:
+        """``cache_dir``: where parsed kernel and binary symbol tables persist across runs
+        (None: nowhere); created 0700; ``max_cache_bytes`` bounds the binaries' part."""
         self._proc_root = proc_root.rstrip("/") or "/"
+        self._kernel_cache_dir = None
+        if cache_dir is not None:
+            self._kernel_cache_dir = CacheDir(os.path.join(cache_dir, "kernel"), MAX_KERNEL_CACHE_BYTES)
         self._files: LruCache[FileKey, _FileEntry] = LruCache(max_binaries, self._close_entry)
         self._loader = TableLoader(max_binaries, DebugLocator(debug_roots, HOST_ROOT))
         self._host_root_id = _dir_identity(HOST_ROOT)
         self._results: dict[tuple[FileKey, int], tuple[Frame, ...] | None] = {}
         self._pids: dict[int, _PidIndex] = {}
         self._memo_size = 0  # entries in all _PidIndex.memo together
-        self._kernel = KernelSymbolizer(kallsyms_path, kernel_notes_path, MAX_RESULTS)
+        kernel_cache = None
+        if self._kernel_cache_dir is not None:
+            kernel_cache = KallsymsCache(self._kernel_cache_dir, kallsyms_path, self._proc_root)
+        self._kernel = KernelSymbolizer(kallsyms_path, kernel_notes_path, MAX_RESULTS, kernel_cache)
         self._generation = 0
         self._loaded = 0
         self._failed: dict[str, int] = {}
@@ -359,6 +378,8 @@ class Symbolizer:
             tables_shared=self._loader.tables.hits,
             debug_files=dict(self._loader.debug_files),
             debug_failed=dict(self._loader.locator.failures),
+            disk_cache=dict(self._kernel_cache_dir.counters) if self._kernel_cache_dir is not None else {},
+            kernel_load_s=self._kernel.load_s,
         )
 
 

@@ -6,33 +6,31 @@ In: the path of a kallsyms file (injectable; ``/proc/kallsyms`` on a live host).
 
 kallsyms has no sizes: a symbol ends where the next one (of any type) starts, and never
 spans more than ``MAX_SYMBOL_SPAN``. Only text symbols (t/T/w/W) name an address; data
-symbols only end the text before them. When every address reads as 0 (kptr_restrict, or an
-unprivileged reader) the table is ``restricted`` and names nothing.
-
-Storage: the file's bytes stay as one ``bytes`` object; arrays hold each kept symbol's
-address, the offset of its name in those bytes and its module index.
+symbols only end the text before them; absolute ones (a/A) are dropped. When every address
+reads as 0 (kptr_restrict, or an unprivileged reader) the table is ``restricted`` and names
+nothing. Parsing is in ``symbolizer.kallsyms_parse``; the table keeps its columns (address,
+name-offset and module-index ``array``s, one names blob, a text flag byte each), which
+``symbolizer.kernel_cache`` also stores on disk.
 """
 
 from __future__ import annotations
 
 import bisect
-import re
 from array import array
 from dataclasses import dataclass
+from itertools import accumulate, islice
 
 from symbolizer.errors import SymbolizerError, cause_of_os_error
+from symbolizer.kallsyms_parse import KallsymsColumns, parse_columns
 
 KERNEL_MODULE_PATH = "[kernel.kallsyms]"
 MAX_KALLSYMS_SIZE = 256 << 20
 MAX_SYMBOL_SPAN = 1 << 21  # no kernel function is 2 MiB long: past that an address is unnamed
-_TEXT_TYPES = frozenset(b"tTwW")
-_ABSOLUTE_TYPES = frozenset(b"aA")
-_LINE = re.compile(rb"^([0-9a-fA-F]+) (\S) ([^\s\[]+)(?:\t\[([^\]\s]+)\])?[ \t]*\r?$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
 class KernelModuleRange:
-    """Lowest and one-past-highest symbol address seen for one module ("" is the core kernel)."""
+    """Lowest and one-past-highest text symbol address of one module ("" is the core kernel)."""
 
     name: str
     start: int
@@ -46,76 +44,84 @@ class KernelModuleRange:
 class KallsymsTable:
     """The symbols of a kallsyms file sorted by address."""
 
-    __slots__ = (
-        "_addrs",
-        "_is_text",
-        "_module_index",
-        "_name_lengths",
-        "_name_offsets",
-        "_raw",
-        "modules",
-        "restricted",
-    )
+    __slots__ = ("columns", "modules", "restricted")
 
-    def __init__(self, raw: bytes) -> None:
-        """Parse ``raw``, the whole text of a kallsyms file; malformed lines are skipped."""
-        self._raw = raw
-        module_index: dict[bytes, int] = {b"": 0}
-        addrs, name_offsets, name_lengths = array("Q"), array("Q"), array("H")
-        modules, is_text = array("I"), bytearray()
-        for match in _LINE.finditer(raw):
-            kind = match.group(2)[0]
-            if kind in _ABSOLUTE_TYPES:
-                continue
-            addrs.append(int(match.group(1), 16) & 0xFFFF_FFFF_FFFF_FFFF)
-            name_at = match.start(3)
-            name_offsets.append(name_at)
-            name_lengths.append(min(match.end(3) - name_at, 0xFFFF))
-            module = match.group(4)
-            modules.append(0 if module is None else module_index.setdefault(module, len(module_index)))
-            is_text.append(kind in _TEXT_TYPES)
-        self.restricted = not any(addrs)
-        if any(addrs[i] > addrs[i + 1] for i in range(len(addrs) - 1)):
-            order = sorted(range(len(addrs)), key=addrs.__getitem__)
-            addrs = array("Q", [addrs[i] for i in order])
-            name_offsets = array("Q", [name_offsets[i] for i in order])
-            name_lengths = array("H", [name_lengths[i] for i in order])
-            modules = array("I", [modules[i] for i in order])
-            is_text = bytearray(is_text[i] for i in order)
-        self._addrs, self._name_offsets, self._name_lengths = addrs, name_offsets, name_lengths
-        self._module_index, self._is_text = modules, bytes(is_text)
-        self.modules = self._module_ranges([name.decode("utf-8", "replace") for name in module_index])
-
-    def _module_ranges(self, names: list[str]) -> tuple[KernelModuleRange, ...]:
-        low = [0] * len(names)
-        high = [-1] * len(names)
-        for addr, index, text in zip(self._addrs, self._module_index, self._is_text, strict=True):
-            if text:
-                if high[index] < 0:
-                    low[index] = addr
-                high[index] = addr  # rows are sorted: the last seen is the highest
-        return tuple(KernelModuleRange(name, low[i], high[i] + 1) for i, name in enumerate(names))
+    def __init__(self, columns: KallsymsColumns) -> None:
+        self.columns = columns
+        self.modules = tuple(
+            KernelModuleRange(name, start, end)
+            for name, start, end in zip(columns.module_names, columns.module_starts, columns.module_ends, strict=True)
+        )
+        self.restricted = not any(columns.addrs)
 
     def __len__(self) -> int:
-        return len(self._addrs)
+        return len(self.columns.addrs)
 
     def lookup(self, addr: int) -> tuple[str, KernelModuleRange] | None:
         """The text symbol containing kernel ``addr`` and its module, or None."""
         if self.restricted:
             return None
-        index = bisect.bisect_right(self._addrs, addr) - 1
-        if index < 0 or not self._is_text[index] or addr - self._addrs[index] >= MAX_SYMBOL_SPAN:
+        columns = self.columns
+        index = bisect.bisect_right(columns.addrs, addr) - 1
+        if index < 0 or not columns.is_text[index] or addr - columns.addrs[index] >= MAX_SYMBOL_SPAN:
             return None
-        offset = self._name_offsets[index]
-        name = self._raw[offset : offset + self._name_lengths[index]].decode("utf-8", "replace")
-        return name, self.modules[self._module_index[index]]
+        module = columns.module_index[index]
+        if module >= len(self.modules):  # only a damaged cache file could hold such an index
+            return None
+        name = columns.names[columns.name_offsets[index] : columns.name_offsets[index + 1]]
+        return name.decode("utf-8", "replace"), self.modules[module]
+
+    def keep_modules(self, names: set[str]) -> KallsymsTable:
+        """A table naming only the core kernel's symbols and those of the modules in ``names``:
+        the others stay as unnamed boundaries, so an address in them is not given to the text
+        symbol before them."""
+        columns = self.columns
+        kept = [i for i, name in enumerate(columns.module_names) if not name or name in names]
+        if len(kept) == len(columns.module_names):
+            return self
+        renumber = [0] * len(columns.module_names)
+        for new, old in enumerate(kept):
+            renumber[old] = new
+        keep = [int(not name or name in names) for name in columns.module_names]
+        mask = bytes(map(keep.__getitem__, columns.module_index))
+        # Symbols before the first forgotten one are copied whole (usually the core kernel's).
+        head = mask.find(0)
+        offsets, tail = columns.name_offsets, mask[head:]
+        names_kept = [
+            columns.names[start:end] if kept_symbol else b""
+            for start, end, kept_symbol in zip(
+                islice(offsets, head, None), islice(offsets, head + 1, None), tail, strict=False
+            )
+        ]
+        head_end = offsets[head]
+        return KallsymsTable(
+            KallsymsColumns(
+                addrs=columns.addrs,
+                is_text=columns.is_text[:head] + bytes(map(min, columns.is_text[head:], tail)),
+                names=columns.names[:head_end] + b"".join(names_kept),
+                name_offsets=offsets[: head + 1] + array("Q", map(head_end.__add__, accumulate(map(len, names_kept)))),
+                module_index=array("I", map(renumber.__getitem__, columns.module_index)),
+                module_names=[columns.module_names[old] for old in kept],
+                module_starts=[columns.module_starts[old] for old in kept],
+                module_ends=[columns.module_ends[old] for old in kept],
+            )
+        )
+
+
+def parse_kallsyms(raw: bytes) -> KallsymsTable:
+    """Parse ``raw``, the whole text of a kallsyms file; malformed lines are skipped."""
+    return KallsymsTable(parse_columns(raw))
+
+
+def read_kallsyms(path: str) -> bytes:
+    """The text of the kallsyms file at ``path``; OSError becomes ``SymbolizerError``."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(MAX_KALLSYMS_SIZE)
+    except OSError as err:
+        raise SymbolizerError(cause_of_os_error(err), f"{path}: {err.strerror}") from err
 
 
 def load_kallsyms(path: str) -> KallsymsTable:
-    """Read and parse the kallsyms file at ``path``; OSError becomes ``SymbolizerError``."""
-    try:
-        with open(path, "rb") as stream:
-            raw = stream.read(MAX_KALLSYMS_SIZE)
-    except OSError as err:
-        raise SymbolizerError(cause_of_os_error(err), f"{path}: {err.strerror}") from err
-    return KallsymsTable(raw)
+    """Read and parse the kallsyms file at ``path``."""
+    return parse_kallsyms(read_kallsyms(path))

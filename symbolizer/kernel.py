@@ -4,19 +4,23 @@ In: kernel stack addresses, leaf first (every one after the leaf a return addres
 ``Symbolized`` of kind KERNEL per address, named from kallsyms (see ``symbolizer.kallsyms``)
 with ``Module.path`` "[kernel.kallsyms]" or "[modname]", else ``[kernel] 0xADDR`` unnamed.
 
-kallsyms is read lazily, once; the core kernel's build-id comes from /sys/kernel/notes.
-A failure to read kallsyms is remembered in ``failure`` and logged once, never raised.
+kallsyms is read lazily, once (through ``symbolizer.kernel_cache`` when a cache directory is
+configured); the core kernel's build-id comes from /sys/kernel/notes. A failure to read
+kallsyms is remembered in ``failure`` and logged once, never raised; ``load_s`` is the time
+the load took.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from symbolizer.elf import parse_build_id
 from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.kallsyms import KERNEL_MODULE_PATH, KallsymsTable, KernelModuleRange, load_kallsyms
+from symbolizer.kernel_cache import KallsymsCache
 from symbolizer.model import Frame, FrameKind, Module, Symbolized
 
 log = logging.getLogger(__name__)
@@ -27,8 +31,12 @@ MAX_NOTES_SIZE = 1 << 16
 class KernelSymbolizer:
     """Names kernel addresses; memoizes per looked-up address (bounded by ``max_results``)."""
 
-    def __init__(self, kallsyms_path: str, notes_path: str, max_results: int) -> None:
+    def __init__(
+        self, kallsyms_path: str, notes_path: str, max_results: int, cache: KallsymsCache | None = None
+    ) -> None:
         self._kallsyms_path = kallsyms_path
+        self._cache = cache
+        self.load_s = 0.0
         self._notes_path = notes_path
         self._max_results = max_results
         self._table: KallsymsTable | None = None
@@ -64,8 +72,9 @@ class KernelSymbolizer:
     def _load(self) -> KallsymsTable | None:
         if not self._loaded:
             self._loaded = True
+            began = time.perf_counter()
             try:
-                self._table = load_kallsyms(self._kallsyms_path)
+                self._table = self._cache.load() if self._cache is not None else load_kallsyms(self._kallsyms_path)
             except SymbolizerError as err:
                 self.failure = err.cause
                 log.warning("cannot read %s (%s): kernel frames stay unnamed", self._kallsyms_path, err)
@@ -77,6 +86,8 @@ class KernelSymbolizer:
                     self._kallsyms_path,
                 )
             self._build_id = read_kernel_build_id(self._notes_path)
+            self.load_s = time.perf_counter() - began
+            log.debug("kernel symbols loaded in %.1f ms", self.load_s * 1e3)
         return self._table
 
     def _module(self, module_range: KernelModuleRange | None) -> Module:
