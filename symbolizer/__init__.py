@@ -7,15 +7,14 @@ address, in order, never dropped and never raised for: a frame the symbolizer ca
 is counted in ``Symbolizer.stats``.
 
 Life of a binary: ``pin_process`` opens each new executable file-backed mapping's file while
-the process lives (map_files, else the process root) and keeps the fd, keyed by the mapping's
-``file_key``, with an fd of the process's root when that is not the host's; the first
-``symbolize_user`` needing it parses headers and symbol table once (shared by build-id, see
-``symbolizer.loader``; a binary without .symtab is completed from its debug file, looked up
-in the process's root, then on the host, under ``debug_roots``) and closes the fds. Names
-are memoized per (file_key, file offset), shared by every process mapping the file, and
-whole ``Symbolized`` values per (pid, address) until the pid's mappings object changes or
-``forget_unused`` runs: a repeated stack costs one dict lookup per frame. Not thread-safe:
-one caller.
+the process lives (``symbolizer.pins``); the first ``symbolize_user`` needing it parses its
+headers and loads its symbol table once (``symbolizer.loader``: shared by build-id, read from
+the disk cache under ``cache_dir`` when there, else parsed - a binary without .symtab
+completed from its debug file, looked up in the process's root, then on the host, under
+``debug_roots``) and closes the fds. Names are memoized per (file_key, file offset), shared
+by every process mapping the file, and whole ``Symbolized`` values per (pid, address) until
+the pid's mappings object changes or ``forget_unused`` runs: a repeated stack costs one dict
+lookup per frame. Not thread-safe: one caller.
 """
 
 from __future__ import annotations
@@ -23,21 +22,21 @@ from __future__ import annotations
 import bisect
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from symbolizer.addr import elf_vaddr_of, file_offset_of
-from symbolizer.cache import LruCache
 from symbolizer.debuginfo import DebugLocator
 from symbolizer.diskcache import CacheDir
-from symbolizer.elf import LoadSegment, read_elf_info
+from symbolizer.elf import read_elf_info
 from symbolizer.errors import Cause, SymbolizerError
-from symbolizer.files import DELETED_SUFFIX, open_mapped_file
+from symbolizer.files import DELETED_SUFFIX
 from symbolizer.kernel import KernelSymbolizer
 from symbolizer.kernel_cache import KallsymsCache
-from symbolizer.loader import TableLoader
+from symbolizer.loader import Binary, TableLoader
 from symbolizer.model import Frame, FrameKind, Mapping, Module, Symbolized
-from symbolizer.symtab import SymbolTable
+from symbolizer.pins import FileEntry, FileKey, PinnedFiles
+from symbolizer.table_cache import SymtabDiskCache
 
 __all__ = [
     "Cause",
@@ -53,12 +52,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FileKey = tuple[int, int, int]
-MAX_FILE_SIZE = 8 << 30
 MAX_RESULTS = 1 << 18  # per memo: (file_key, offset) -> frames, and (pid, addr) -> Symbolized
 MAX_PID_INDEXES = 4096
-# Failures that a later process mapping the same file may not hit: retried by pin_process.
-TRANSIENT_CAUSES = frozenset({Cause.GONE, Cause.PERMISSION, Cause.IO_ERROR, Cause.FILE_CHANGED})
 UNKNOWN_FRAMES = (Frame(function="[unknown]"),)
 HOST_ROOT = "/"
 DEFAULT_MAX_CACHE_BYTES = 256 << 20
@@ -69,7 +64,8 @@ MAX_KERNEL_CACHE_BYTES = 1 << 30  # one file, replaced when the boot or the modu
 class SymbolizerStats:
     """Counters since the Symbolizer was made.
 
-    ``binaries_loaded``: symbol tables parsed (a build-id seen again is not parsed again).
+    ``binaries_loaded``: symbol tables loaded, parsed or from the disk cache (a build-id seen
+    again is not loaded again).
     ``binaries_failed``: failures by ``Cause`` value (one per attempt, not per frame).
     ``pinned_files``: fds held open now. ``cache_hits`` / ``cache_misses``: per-address result
     memo (user and kernel). ``tables_shared``: loads answered by a table already parsed for
@@ -77,8 +73,9 @@ class SymbolizerStats:
     completed from separate debug information, by source ("build_id", "debuglink",
     "minidebuginfo"). ``debug_failed``: debug-file candidates rejected, by ``Cause`` value
     (a candidate that does not exist is not counted). ``disk_cache``: persistent cache events
-    ("kallsyms_hits", "kallsyms_absent" / "_stale" / "_corrupt", "kallsyms_writes",
-    "write_errors", ...). ``kernel_load_s``: time the kernel symbols took to load.
+    ("kallsyms_hits", "kallsyms_absent" / "_stale" / "_corrupt", "kallsyms_writes", the same
+    with "symtab_", "evicted", "write_errors", ...). ``kernel_load_s``: time the kernel
+    symbols took to load.
     """
 
     binaries_loaded: int
@@ -91,29 +88,6 @@ class SymbolizerStats:
     debug_failed: dict[str, int] = field(default_factory=dict)
     disk_cache: dict[str, int] = field(default_factory=dict)
     kernel_load_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Binary:
-    """What symbolization keeps of one parsed ELF file."""
-
-    build_id: bytes
-    loads: tuple[LoadSegment, ...]
-    table: SymbolTable
-
-
-class _FileEntry:
-    """State of one file_key: pinned (fd, and root_fd of a process root other than the
-    host's), loaded (binary), or failed (failure)."""
-
-    __slots__ = ("binary", "failure", "fd", "generation", "root_fd")
-
-    def __init__(self, generation: int, fd: int = -1, failure: Cause | None = None, root_fd: int = -1) -> None:
-        self.fd = fd
-        self.root_fd = root_fd
-        self.binary: _Binary | None = None
-        self.failure = failure
-        self.generation = generation
 
 
 @dataclass(slots=True)
@@ -143,23 +117,23 @@ class Symbolizer:
     ) -> None:
         """``cache_dir``: where parsed kernel and binary symbol tables persist across runs
         (None: nowhere); created 0700; ``max_cache_bytes`` bounds the binaries' part."""
-        self._proc_root = proc_root.rstrip("/") or "/"
-        self._kernel_cache_dir = None
+        proc_root = proc_root.rstrip("/") or "/"
+        self._cache_dirs: list[CacheDir] = []
+        kernel_cache, table_cache = None, None
         if cache_dir is not None:
-            self._kernel_cache_dir = CacheDir(os.path.join(cache_dir, "kernel"), MAX_KERNEL_CACHE_BYTES)
-        self._files: LruCache[FileKey, _FileEntry] = LruCache(max_binaries, self._close_entry)
-        self._loader = TableLoader(max_binaries, DebugLocator(debug_roots, HOST_ROOT))
-        self._host_root_id = _dir_identity(HOST_ROOT)
+            self._cache_dirs = [
+                CacheDir(os.path.join(cache_dir, "kernel"), MAX_KERNEL_CACHE_BYTES),
+                CacheDir(os.path.join(cache_dir, "symtab"), max_cache_bytes),
+            ]
+            kernel_cache = KallsymsCache(self._cache_dirs[0], kallsyms_path, proc_root)
+            table_cache = SymtabDiskCache(self._cache_dirs[1])
+        self._pins = PinnedFiles(proc_root, max_binaries, HOST_ROOT)
+        self._loader = TableLoader(max_binaries, DebugLocator(debug_roots, HOST_ROOT), table_cache)
         self._results: dict[tuple[FileKey, int], tuple[Frame, ...] | None] = {}
         self._pids: dict[int, _PidIndex] = {}
         self._memo_size = 0  # entries in all _PidIndex.memo together
-        kernel_cache = None
-        if self._kernel_cache_dir is not None:
-            kernel_cache = KallsymsCache(self._kernel_cache_dir, kallsyms_path, self._proc_root)
         self._kernel = KernelSymbolizer(kallsyms_path, kernel_notes_path, MAX_RESULTS, kernel_cache)
-        self._generation = 0
         self._loaded = 0
-        self._failed: dict[str, int] = {}
         self._hits = 0
         self._misses = 0
 
@@ -167,61 +141,13 @@ class Symbolizer:
 
     def pin_process(self, pid: int, mappings: Sequence[Mapping]) -> None:
         """Open, now, every new executable file of live process ``pid`` so it can be read later."""
-        for mapping in mappings:
-            if not mapping.is_exec or not mapping.is_file:
-                continue
-            entry = self._files.get(mapping.file_key)
-            if entry is not None:
-                entry.generation = self._generation
-                if entry.failure not in TRANSIENT_CAUSES:
-                    continue
-            self._open(pid, mapping)
-
-    def _open(self, pid: int, mapping: Mapping) -> _FileEntry:
-        try:
-            fd = open_mapped_file(self._proc_root, pid, mapping, MAX_FILE_SIZE)
-        except SymbolizerError as err:
-            entry = _FileEntry(self._generation, failure=err.cause)
-            self._count_failure(err.cause)
-        else:
-            entry = _FileEntry(self._generation, fd=fd, root_fd=self._open_process_root(pid))
-        self._files.put(mapping.file_key, entry)
-        return entry
-
-    def _open_process_root(self, pid: int) -> int:
-        """An O_PATH fd of the root of process ``pid`` when it is not the host's root, else -1."""
-        try:
-            root_fd = os.open(f"{self._proc_root}/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return -1
-        try:
-            st = os.fstat(root_fd)
-        except OSError:
-            st = None
-        if st is None or (st.st_dev, st.st_ino) == self._host_root_id:
-            os.close(root_fd)
-            return -1
-        return root_fd
-
-    @staticmethod
-    def _close_entry(_key: FileKey, entry: _FileEntry) -> None:
-        if entry.fd >= 0:
-            os.close(entry.fd)
-            entry.fd = -1
-        if entry.root_fd >= 0:
-            os.close(entry.root_fd)
-            entry.root_fd = -1
+        self._pins.pin(pid, mappings)
 
     def forget_unused(self) -> None:
         """Close fds pinned for files not pinned or used since the previous call; drop transient
         failures so they are retried. Call once per interval."""
-        for key, entry in self._files.items():
-            stale = entry.generation < self._generation
-            if (entry.fd >= 0 and stale) or entry.failure in TRANSIENT_CAUSES:
-                self._close_entry(key, entry)
-                self._files.pop(key)
+        self._pins.forget_unused()
         self._drop_pid_indexes()
-        self._generation += 1
 
     def _drop_pid_indexes(self) -> None:
         self._pids.clear()
@@ -230,10 +156,7 @@ class Symbolizer:
     def close(self) -> None:
         """Close every pinned fd (at shutdown). Parsed binaries stay; files not yet parsed will
         be reopened through proc_root if needed, which fails once their process has exited."""
-        for key, entry in self._files.items():
-            if entry.fd >= 0:
-                self._close_entry(key, entry)
-                self._files.pop(key)
+        self._pins.close()
 
     # ----- user stacks ---------------------------------------------------------------------
 
@@ -306,7 +229,7 @@ class Symbolizer:
             return Symbolized(addr, FrameKind.NATIVE, module, frames, False)
         return Symbolized(addr, FrameKind.JIT, module, (Frame(function=f"[jit] 0x{addr:x}"),), False)
 
-    def _module(self, index: _PidIndex, position: int, binary: _Binary | None) -> Module:
+    def _module(self, index: _PidIndex, position: int, binary: Binary | None) -> Module:
         mapping = index.ordered[position]
         key = position << 1 | (binary is not None)
         module = index.modules.get(key)
@@ -322,17 +245,14 @@ class Symbolizer:
             index.modules[key] = module
         return module
 
-    def _entry(self, pid: int, mapping: Mapping) -> _FileEntry:
+    def _entry(self, pid: int, mapping: Mapping) -> FileEntry:
         """The loaded (or failed) entry for the mapping's file, opening and parsing on first use."""
-        entry = self._files.get(mapping.file_key)
-        if entry is None:
-            entry = self._open(pid, mapping)
-        entry.generation = self._generation
+        entry = self._pins.entry(pid, mapping)
         if entry.fd >= 0:
             self._load(mapping, entry)
         return entry
 
-    def _load(self, mapping: Mapping, entry: _FileEntry) -> None:
+    def _load(self, mapping: Mapping, entry: FileEntry) -> None:
         try:
             info = read_elf_info(entry.fd)
             loaded = self._loader.load(entry.fd, info, mapping.path, entry.root_fd)
@@ -341,7 +261,7 @@ class Symbolizer:
                     self._count_failure(Cause.NO_SYMBOLS)
                 else:
                     self._loaded += 1
-            entry.binary = _Binary(info.build_id, info.loads, loaded.table)
+            entry.binary = Binary(info.build_id, info.loads, loaded.table)
         except SymbolizerError as err:
             entry.failure = err.cause
             self._count_failure(err.cause)
@@ -350,10 +270,10 @@ class Symbolizer:
             entry.failure = Cause.INTERNAL
             self._count_failure(Cause.INTERNAL)
         finally:
-            self._close_entry(mapping.file_key, entry)
+            self._pins.release(mapping.file_key, entry)
 
     def _count_failure(self, cause: Cause) -> None:
-        self._failed[cause.value] = self._failed.get(cause.value, 0) + 1
+        self._pins.count_failure(cause)
 
     # ----- kernel stacks -------------------------------------------------------------------
 
@@ -365,33 +285,32 @@ class Symbolizer:
 
     @property
     def stats(self) -> SymbolizerStats:
-        pinned = sum(1 for _, entry in self._files.items() if entry.fd >= 0)
-        failed = dict(self._failed)
+        failed = dict(self._pins.failed)
         if self._kernel.failure is not None:
             failed[self._kernel.failure.value] = failed.get(self._kernel.failure.value, 0) + 1
         return SymbolizerStats(
             binaries_loaded=self._loaded,
             binaries_failed=failed,
-            pinned_files=pinned,
+            pinned_files=self._pins.pinned,
             cache_hits=self._hits + self._kernel.hits,
             cache_misses=self._misses + self._kernel.misses,
             tables_shared=self._loader.tables.hits,
             debug_files=dict(self._loader.debug_files),
             debug_failed=dict(self._loader.locator.failures),
-            disk_cache=dict(self._kernel_cache_dir.counters) if self._kernel_cache_dir is not None else {},
+            disk_cache=_merged(cache.counters for cache in self._cache_dirs),
             kernel_load_s=self._kernel.load_s,
         )
 
 
-def _dir_identity(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (-1, -1)
-    return (st.st_dev, st.st_ino)
+def _merged(counters: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for counter in counters:
+        for name, count in counter.items():
+            out[name] = out.get(name, 0) + count
+    return out
 
 
-def _name_frames(binary: _Binary, file_offset: int) -> tuple[Frame, ...] | None:
+def _name_frames(binary: Binary, file_offset: int) -> tuple[Frame, ...] | None:
     elf_vaddr = elf_vaddr_of(file_offset, binary.loads)
     if elf_vaddr is None:
         return None

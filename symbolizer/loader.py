@@ -1,12 +1,17 @@
-"""Symbolizer stage: one binary's symbol table, shared in memory or built with its debug file.
+"""Symbolizer stage: one binary's symbol table - shared in memory, read from the disk cache, or
+built with its debug file.
 
 In: the fd of a binary, its ``ElfInfo``, the path a process mapped it at, and an ``O_PATH`` fd of
 that process's root (-1: the host's). Out: a ``LoadedTable`` - the ``SymbolTable`` shared by
-every file with the same build-id (else the same file identity), and whether it was built now.
+every file with the same build-id (else the same file identity), and whether it is new here.
 
-A binary without .symtab (stripped: only .dynsym, or nothing) is completed from its separate
-debug file when ``symbolizer.debuginfo`` finds one; a debug file that turns out unreadable
-while its table is built is counted and the binary's own tables are used.
+Order: the in-memory LRU; then, for a binary with a build-id, the disk cache
+(``symbolizer.table_cache``, when configured); then a build. A binary without .symtab
+(stripped: only .dynsym, or nothing) is completed from its separate debug file when
+``symbolizer.debuginfo`` finds one; a debug file that turns out unreadable while its table is
+built is counted and the binary's own tables are used. A build is written back to the disk
+cache, with whether it was complete; an incomplete cached table is used only after a new
+look for a debug file finds none.
 """
 
 from __future__ import annotations
@@ -14,10 +19,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from symbolizer.cache import LruCache, TableKey, table_key
-from symbolizer.debuginfo import DebugLocator
-from symbolizer.elf import ElfInfo
+from symbolizer.debuginfo import DebugLocator, DebugSymbols
+from symbolizer.elf import ElfInfo, LoadSegment
 from symbolizer.errors import SymbolizerError
 from symbolizer.symtab import SymbolTable, build_symbol_table
+from symbolizer.table_cache import SymtabDiskCache
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    """What symbolization keeps of one parsed ELF file."""
+
+    build_id: bytes
+    loads: tuple[LoadSegment, ...]
+    table: SymbolTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +42,12 @@ class LoadedTable:
 
 
 class TableLoader:
-    """Builds symbol tables once per build-id (or file identity), bounded to ``capacity``."""
+    """Loads symbol tables once per build-id (or file identity), bounded to ``capacity``."""
 
-    def __init__(self, capacity: int, locator: DebugLocator) -> None:
+    def __init__(self, capacity: int, locator: DebugLocator, disk: SymtabDiskCache | None = None) -> None:
         self.tables: LruCache[TableKey, SymbolTable] = LruCache(capacity)
         self.locator = locator
+        self.disk = disk
         self.debug_files: dict[str, int] = {}  # tables completed from a debug file, by DebugSource
 
     def load(self, fd: int, info: ElfInfo, path: str, root_fd: int = -1) -> LoadedTable:
@@ -40,23 +56,45 @@ class TableLoader:
         table = self.tables.get(key)
         if table is not None:
             return LoadedTable(table, False)
-        table = self.build(fd, info, path, root_fd)
+        table = self._from_disk(fd, info, path, root_fd)
+        if table is None:
+            table, complete = self.build(fd, info, path, root_fd)
+            if self.disk is not None:
+                self.disk.write(info.build_id, table, complete)
         self.tables.put(key, table)
         return LoadedTable(table, True)
 
-    def build(self, fd: int, info: ElfInfo, path: str, root_fd: int = -1) -> SymbolTable:
-        """Parse the binary's tables, merged with its debug file's .symtab when it has none itself."""
-        if info.has_symtab:
-            return build_symbol_table(fd, info)
+    def _from_disk(self, fd: int, info: ElfInfo, path: str, root_fd: int) -> SymbolTable | None:
+        if self.disk is None or not info.build_id:
+            return None
+        cached = self.disk.read(info.build_id)
+        if cached is None:
+            return None
+        if cached.complete or info.has_symtab:
+            return cached.table
         debug = self.locator.find(fd, info, path, root_fd)
         if debug is None:
-            return build_symbol_table(fd, info)
+            return cached.table
+        table, complete = self._merge(fd, info, debug)
+        self.disk.write(info.build_id, table, complete)
+        return table
+
+    def build(self, fd: int, info: ElfInfo, path: str, root_fd: int = -1) -> tuple[SymbolTable, bool]:
+        """Parse the binary's tables, merged with its debug file's .symtab when it has none
+        itself; and whether the result came from a .symtab (is complete)."""
+        if info.has_symtab:
+            return build_symbol_table(fd, info), True
+        return self._merge(fd, info, self.locator.find(fd, info, path, root_fd))
+
+    def _merge(self, fd: int, info: ElfInfo, debug: DebugSymbols | None) -> tuple[SymbolTable, bool]:
+        if debug is None:
+            return build_symbol_table(fd, info), False
         try:
             table = build_symbol_table(fd, info, [(debug.fd, debug.info)])
         except SymbolizerError as err:
             self.locator.failures[err.cause.value] = self.locator.failures.get(err.cause.value, 0) + 1
-            return build_symbol_table(fd, info)
+            return build_symbol_table(fd, info), False
         finally:
             debug.close()
         self.debug_files[debug.source.value] = self.debug_files.get(debug.source.value, 0) + 1
-        return table
+        return table, True

@@ -68,6 +68,10 @@ class SymbolTable:
         offset = self._name_offsets[index]
         return self._names[offset : self._names.index(b"\0", offset)].decode("utf-8", "replace")
 
+    def columns(self) -> tuple[array[int], array[int], array[int], bytes]:
+        """(starts, ends, name offsets, names blob): what ``symbolizer.table_cache`` stores."""
+        return self._starts, self._ends, self._name_offsets, self._names
+
     @property
     def size_bytes(self) -> int:
         """Approximate memory held by the table."""

@@ -46,7 +46,7 @@ def build_table(
     loader = TableLoader(8, DebugLocator(debug_roots))
     fd = os.open(binary, os.O_RDONLY)
     try:
-        return loader.build(fd, read_elf_info(fd), path or str(binary)), loader
+        return loader.build(fd, read_elf_info(fd), path or str(binary))[0], loader
     finally:
         os.close(fd)
 

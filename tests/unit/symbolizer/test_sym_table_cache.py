@@ -1,0 +1,243 @@
+"""symbolizer.table_cache through the loader and the facade: symbol tables persist on disk by
+build-id, are read back without an ELF parse, and a damaged file is never trusted.
+
+Expected names come from readelf on the compiled fixtures and from the programs themselves."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from sym_build import Binaries, DebugVariants
+from sym_helpers import read_maps, readelf_build_id, readelf_functions, running
+
+from symbolizer import Symbolizer, loader, table_cache
+from symbolizer.debuginfo import DebugLocator
+from symbolizer.diskcache import CacheDir, encode_record
+from symbolizer.elf import read_elf_info
+from symbolizer.errors import Cause, SymbolizerError
+from symbolizer.loader import TableLoader
+from symbolizer.table_cache import KIND_SYMTAB, TABLE_VERSION, SymtabDiskCache
+
+NOWHERE = "/nonexistent-kallsyms"
+NO_DEBUG_ROOT = "/nonexistent-debug-root"
+OWN = ("hf_work", "hf_middle", "hf_static_helper")
+
+
+def make_loader(cache: Path, debug_roots: tuple[str, ...] = (NO_DEBUG_ROOT,)) -> TableLoader:
+    return TableLoader(8, DebugLocator(debug_roots), SymtabDiskCache(CacheDir(str(cache), 1 << 30)))
+
+
+def load_table(tables: TableLoader, binary: Path) -> loader.LoadedTable:
+    fd = os.open(binary, os.O_RDONLY)
+    try:
+        return tables.load(fd, read_elf_info(fd), str(binary))
+    finally:
+        os.close(fd)
+
+
+def cache_file(cache: Path, binary: Path) -> Path:
+    return cache / f"{readelf_build_id(binary).hex()}.sym"
+
+
+def refuse_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the ELF symbol tables were parsed")
+
+    monkeypatch.setattr(loader, "build_symbol_table", refuse)
+
+
+@pytest.mark.parametrize("variant", ["pie", "nopie", "lib"])
+def test_a_cached_table_answers_like_the_parsed_one_without_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binaries: Binaries, variant: str
+) -> None:
+    binary: Path = getattr(binaries, variant)
+    # GIVEN a table parsed once with a cache directory (a first run of the agent)
+    first = load_table(make_loader(tmp_path), binary).table
+    assert cache_file(tmp_path, binary).exists()
+    # WHEN a new loader (a second run) loads the same build-id with parsing forbidden
+    refuse_parsing(monkeypatch)
+    second_loader = make_loader(tmp_path)
+    second = load_table(second_loader, binary)
+    # THEN it came from the disk, and every function readelf lists answers as before
+    assert second.fresh and second_loader.disk is not None
+    assert second_loader.disk.cache.counters == {"symtab_hits": 1}
+    assert second.table.columns() == first.columns()
+    for function in readelf_functions(binary):
+        assert second.table.lookup(function.value) == first.lookup(function.value)
+
+
+def test_binary_without_build_id_is_not_cached_on_disk(tmp_path: Path, binaries: Binaries) -> None:
+    load_table(make_loader(tmp_path / "cache"), binaries.no_build_id)
+    assert not (tmp_path / "cache").exists() or os.listdir(tmp_path / "cache") == []
+
+
+def damage_file(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) - 9])
+    elif how == "flip":
+        path.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(b"\0" * len(data))
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip", "empty", "zeros"])
+def test_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path, binaries: Binaries, how: str) -> None:
+    # GIVEN a cache file of the program, then damaged
+    good = load_table(make_loader(tmp_path), binaries.pie).table
+    path = cache_file(tmp_path, binaries.pie)
+    written = path.read_bytes()
+    damage_file(path, how)
+    # WHEN a new loader loads the program
+    tables = make_loader(tmp_path)
+    table = load_table(tables, binaries.pie).table
+    # THEN the damage was noticed, the table parsed again (same answers) and the file rewritten
+    assert tables.disk is not None and tables.disk.cache.counters == {"symtab_corrupt": 1, "symtab_writes": 1}
+    assert table.columns() == good.columns()
+    assert path.read_bytes() == written
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        [b"\1", b"\0" * 16, b"\0" * 8, b"\0" * 16, b"a\0"],  # arrays of different lengths
+        [b"\1", b"\0" * 8, b"\0" * 8, (5).to_bytes(8, "little"), b"ab\0"],  # a name offset past the blob
+        [b"\1", b"\0" * 8, b"\0" * 8, b"\0" * 8, b"abc"],  # names not NUL-terminated
+        [b"\1", b"\0" * 7, b"\0" * 8, b"\0" * 8, b"a\0"],  # an array of 7 bytes
+        [b"\1\1", b"\0" * 8, b"\0" * 8, b"\0" * 8, b"a\0"],  # a flag of 2 bytes
+        [b"\1", b"\0" * 8],  # sections missing
+    ],
+)
+def test_well_framed_record_with_inconsistent_arrays_is_refused(
+    tmp_path: Path, binaries: Binaries, sections: list[bytes]
+) -> None:
+    # GIVEN a record with a valid header, key and CRC32 but arrays that do not fit together
+    build_id = readelf_build_id(binaries.pie)
+    cache = CacheDir(str(tmp_path), 1 << 30)
+    assert cache.write(f"{build_id.hex()}.sym", encode_record(KIND_SYMTAB, TABLE_VERSION + build_id, sections))
+    # WHEN read THEN it is refused as corrupt, and a load parses the binary instead
+    assert SymtabDiskCache(cache).read(build_id) is None
+    assert cache.counters["symtab_corrupt"] == 1
+    assert (
+        load_table(make_loader(tmp_path), binaries.pie).table.lookup(
+            next(f.value for f in readelf_functions(binaries.pie) if f.name == "hf_work")
+        )
+        == "hf_work"
+    )
+
+
+def test_a_new_table_version_makes_old_files_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binaries: Binaries
+) -> None:
+    load_table(make_loader(tmp_path), binaries.pie)
+    monkeypatch.setattr(table_cache, "TABLE_VERSION", b"symtab-v999:")
+    tables = make_loader(tmp_path)
+    load_table(tables, binaries.pie)
+    assert tables.disk is not None and tables.disk.cache.counters == {"symtab_stale": 1, "symtab_writes": 1}
+
+
+def test_incomplete_cached_table_is_completed_once_a_debug_file_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binaries: Binaries, debug_variants: DebugVariants
+) -> None:
+    static = next(f.value for f in readelf_functions(binaries.pie) if f.name == "hf_static_helper")
+    debug_root = tmp_path / "debug"
+    # GIVEN a stripped binary cached while it had no debug file (its table lacks hf_static_helper)
+    assert (
+        load_table(make_loader(tmp_path / "cache", (str(debug_root),)), debug_variants.stripped).table.lookup(static)
+        is None
+    )
+    # WHEN its debug file is installed in the build-id tree and a new run loads it
+    hexid = readelf_build_id(debug_variants.stripped).hex()
+    target = debug_root / ".build-id" / hexid[:2] / f"{hexid[2:]}.debug"
+    target.parent.mkdir(parents=True)
+    shutil.copy(debug_variants.debug, target)
+    second = make_loader(tmp_path / "cache", (str(debug_root),))
+    # THEN the debug file completes it, and the cache is rewritten as complete
+    assert load_table(second, debug_variants.stripped).table.lookup(static) == "hf_static_helper"
+    assert second.debug_files == {"build_id": 1}
+    assert second.disk is not None and second.disk.cache.counters == {"symtab_hits": 1, "symtab_writes": 1}
+    # AND a third run takes the complete table from the disk without looking for debug files
+    third = make_loader(tmp_path / "cache", (str(debug_root),))
+
+    def no_lookup(*_args: object) -> None:
+        raise AssertionError("debug files were looked up for a complete cached table")
+
+    monkeypatch.setattr(third.locator, "find", no_lookup)
+    refuse_parsing(monkeypatch)
+    assert load_table(third, debug_variants.stripped).table.lookup(static) == "hf_static_helper"
+
+
+def test_cache_stays_within_its_byte_bound(tmp_path: Path, binaries: Binaries) -> None:
+    # GIVEN a cache bound to a little more than one table file
+    sizes = []
+    for binary in (binaries.pie, binaries.nopie, binaries.lib):
+        probe = tmp_path / "probe"
+        load_table(make_loader(probe), binary)
+        sizes.append(cache_file(probe, binary).stat().st_size)
+        shutil.rmtree(probe)
+    bound = max(sizes) + 16
+    tables = TableLoader(8, DebugLocator((NO_DEBUG_ROOT,)), SymtabDiskCache(CacheDir(str(tmp_path / "c"), bound)))
+    # WHEN three binaries' tables are written
+    for binary in (binaries.pie, binaries.nopie, binaries.lib):
+        load_table(tables, binary)
+    # THEN the older ones were evicted, the newest stays, and the total is within the bound
+    files = list((tmp_path / "c").iterdir())
+    assert sum(f.stat().st_size for f in files) <= bound
+    assert cache_file(tmp_path / "c", binaries.lib) in files
+    assert tables.disk is not None and tables.disk.cache.counters.get("evicted", 0) == 2
+
+
+def test_second_symbolizer_names_a_running_program_from_the_disk_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binaries: Binaries
+) -> None:
+    with running(binaries.pie) as child:
+        maps = read_maps(child.pid)
+        stack = [child.printed[name] + 1 for name in OWN] + [child.printed["getpid"] + 1]
+        # GIVEN a first Symbolizer (a first run) that named the program and libc
+        first = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
+        first.pin_process(child.pid, maps)
+        expected = [s.frames[0].function for s in first.symbolize_user(child.pid, maps, stack)]
+        assert expected[:3] == list(OWN)
+        # WHEN a second Symbolizer with the same cache directory names them, parsing forbidden
+        refuse_parsing(monkeypatch)
+        second = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
+        second.pin_process(child.pid, maps)
+        result = second.symbolize_user(child.pid, maps, stack)
+    # THEN every frame is named as before, from the disk (program and libc at least)
+    assert [s.frames[0].function for s in result] == expected
+    assert second.stats.disk_cache.get("symtab_hits", 0) >= 2
+    assert second.stats.binaries_failed == {}
+
+
+def test_symbolizer_without_cache_dir_writes_nothing(tmp_path: Path, binaries: Binaries) -> None:
+    with running(binaries.pie) as child:
+        maps = read_maps(child.pid)
+        symbolizer = Symbolizer(kallsyms_path=NOWHERE)
+        symbolizer.symbolize_user(child.pid, maps, [child.printed["hf_work"]])
+    assert symbolizer.stats.disk_cache == {}
+
+
+def test_loader_still_raises_for_the_binarys_own_faults(tmp_path: Path, binaries: Binaries) -> None:
+    # GIVEN a binary truncated, after its headers were read, in the middle of its .dynsym
+    data = binaries.rdynamic.read_bytes()
+    info_fd = os.open(binaries.rdynamic, os.O_RDONLY)
+    try:
+        info = read_elf_info(info_fd)
+    finally:
+        os.close(info_fd)
+    dynsym = next(s for s in info.symbol_sources if s.dynamic)
+    cut = tmp_path / "cut"
+    cut.write_bytes(data[: dynsym.offset + 8])
+    fd = os.open(cut, os.O_RDONLY)
+    try:
+        # WHEN its table is loaded THEN the binary's fault is raised (the facade counts it)
+        with pytest.raises(SymbolizerError) as err:
+            make_loader(tmp_path / "cache").load(fd, info, str(cut))
+    finally:
+        os.close(fd)
+    assert err.value.cause is Cause.BAD_ELF
