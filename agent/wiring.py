@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from agent import preflight
+from agent import host, preflight
 from agent.bpf_loader import BccSampler, LoadOptions
 from agent.errors import EnvironmentProblem
 from agent.model import ProcessInfo
@@ -37,7 +37,8 @@ def profiling_session(frequency_hz: int, pids: tuple[int, ...] = ()) -> Iterator
     started = time.monotonic()
     sampler = BccSampler(LoadOptions(frequency_hz=frequency_hz, pids=pids))
     log.debug("BPF program loaded in %.2f s", time.monotonic() - started)
-    symbolizer = Symbolizer()
+    # Parsed symbol tables and kernel symbols persist by build id / boot id across runs.
+    symbolizer = Symbolizer(cache_dir=str(host.default_cache_dir() / "symbols"))
 
     def pin(info: ProcessInfo) -> None:
         symbolizer.pin_process(info.pid, info.mappings)
