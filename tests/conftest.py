@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,15 @@ def pprof_tool() -> Path:
             pytest.fail("Google pprof not built: run `make test` (it builds .cache/bin/pprof)")
         return Path(found)
     return path
+
+
+@pytest.fixture(scope="session")
+def browser() -> Generator[Any, None, None]:
+    """Headless Chromium driven by selenium (installed by `make test`); quit at the end."""
+    from tests.browser import CHROMEDRIVER, CHROMIUM, start_chromium
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("chromium and chromium-driver are not installed: run `make test` (install-deps.sh test)")
+    driver = start_chromium()
+    yield driver
+    driver.quit()
