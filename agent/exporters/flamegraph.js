@@ -14,9 +14,9 @@
   const PALETTE = {
     process: { hue: 200, span: 40, sat: 30, light: 74 },
     kernel: { hue: 350, span: 25, sat: 70, light: 64 },
-    native: { hue: 18, span: 30, sat: 85, light: 60 },
+    native: { hue: 16, span: 24, sat: 85, light: 60 },
     jit: { hue: 90, span: 60, sat: 55, light: 55 },
-    inlined: { hue: 48, span: 14, sat: 90, light: 62 },
+    inlined: { hue: 50, span: 12, sat: 90, light: 62 },
     unknown: { hue: 0, span: 0, sat: 0, light: 74 },
   };
 
@@ -619,6 +619,11 @@
     },
     search(text) { searchBox.value = text; search(text); },
     zoomTo: setZoom,
+    nodesAt(depth, limit) {
+      const found = [];
+      for (let n = 0; n < N && found.length < limit; n++) if (nodeDepth[n] === depth && width[n] > 0) found.push(n);
+      return found;
+    },
     redraw() { draw(); return api.timings.lastDraw; },
   };
   window.hostflame = api;
