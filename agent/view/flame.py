@@ -12,7 +12,8 @@ Stage: a viewer format. In: ``StackProfile`` (one, or base and new for a diff). 
   the node shares one line.
 - ``samples``: columns ``node`` (the leaf node of the sample's path), ``value``, ``labels``
   (an index into ``labelsets``); samples with the same node and labels are merged.
-  A diff has ``base_samples`` too, over the same tree.
+  A diff has ``base_samples`` too, over the same tree; there a frame's module is known by
+  its file name, so two builds or installs of one program (other paths) line up.
 - ``labelsets``: each a flat list ``[key, value, key, value, ...]`` of string indexes;
   ``labelkeys``: the label keys, most useful first (process, comm, container_id, ...).
 The script computes every node's value from the samples of the label value selected.
@@ -35,11 +36,18 @@ _KEY_ORDER = ("process", "comm", "container_id", "service_name", "pod", "namespa
 
 
 class _Builder:
-    """Interns strings, frames, label sets and tree nodes shared by one or two profiles."""
+    """Interns strings, frames, label sets and tree nodes shared by one or two profiles.
 
-    def __init__(self) -> None:
+    With ``module_by_name`` a frame's module is known by its file name only (``/opt/v2/bin/app``
+    is ``app``), so a diff compares two builds or installs of one program; the path shown is
+    the first one seen.
+    """
+
+    def __init__(self, module_by_name: bool = False) -> None:
+        self.module_by_name = module_by_name
         self.strings: dict[str, int] = {"": 0}
-        self.frames: dict[tuple[int, int, int, int], int] = {}
+        self.frames: dict[tuple[str, str, str, str], int] = {}
+        self.frame_rows: list[list[int]] = []
         self.labelsets: dict[tuple[tuple[str, str], ...], int] = {}
         self.frame = [-1]
         self.line = [0]
@@ -75,8 +83,12 @@ class _Builder:
         return {"node": [n for n, _ in merged], "value": list(merged.values()), "labels": [ls for _, ls in merged]}
 
     def _frame(self, name: str, file: str, module: str, kind: str) -> int:
-        key = (self.string(name), self.string(file), self.string(module), KINDS.index(kind))
-        return self.frames.setdefault(key, len(self.frames))
+        key = (name, file, module.rsplit("/", 1)[-1] if self.module_by_name else module, kind)
+        index = self.frames.get(key)
+        if index is None:
+            index = self.frames[key] = len(self.frame_rows)
+            self.frame_rows.append([self.string(name), self.string(file), self.string(module), KINDS.index(kind)])
+        return index
 
     def tables(self) -> dict[str, object]:
         keys = {k for labels in self.labelsets for k, _ in labels}
@@ -87,7 +99,7 @@ class _Builder:
             "labelkeys": ordered,
             "strings": list(self.strings),
             "kinds": list(KINDS),
-            "frames": [list(key) for key in self.frames],
+            "frames": self.frame_rows,
             "tree": {"frame": self.frame, "line": self.line, "parent": self.parent},
         }
 
@@ -121,7 +133,7 @@ def view_data(profile: StackProfile, source: str = "") -> dict[str, object]:
 
 def diff_data(base: StackProfile, new: StackProfile, sources: Sequence[str] = ("", "")) -> dict[str, object]:
     """The viewer data of a differential flame graph: ``new`` against ``base`` over one tree."""
-    builder = _Builder()
+    builder = _Builder(module_by_name=True)
     base_samples = builder.add_samples(base)
     samples = builder.add_samples(new)
     return {"format": FORMAT, "meta": _meta(new, sources[1]), "base_meta": _meta(base, sources[0]),

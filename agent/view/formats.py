@@ -55,6 +55,7 @@ def render_speedscope(profile: StackProfile, name: str = "hostflame") -> str:
         frames.append(entry)
     unit = _SPEEDSCOPE_UNITS.get(profile.unit, "none")
     profiles = []
+    groups = groups or {"": ([], [])}  # speedscope wants a profile to show, even an empty one
     for group in sorted(groups):
         stacks, weights = groups[group]
         profiles.append({"type": "sampled", "name": group or name, "unit": unit, "startValue": 0,

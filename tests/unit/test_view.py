@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -127,6 +128,20 @@ def test_diff_data_puts_both_profiles_on_one_tree(tmp_path: Path) -> None:
     assert data["samples"] == {"node": [5], "value": [1], "labels": [0]}
 
 
+def test_diff_lines_up_two_installs_of_one_program() -> None:
+    # GIVEN the same program at two paths (a new version installed elsewhere)
+    moved = replace(APP, path="/opt/app-v2/bin/server")
+    main_v2 = sym(moved.start + 0x10, moved, "main", file="/src/main.c", line=10)
+    base = read_stacks(parse_pprof(build_pprof(make_profile(sample(MAIN, count=4)))))
+    new = read_stacks(parse_pprof(build_pprof(make_profile(sample(main_v2, count=1)))))
+    # WHEN diffed THEN main is one node with samples on both sides
+    data = diff_data(base, new)
+    tree = data["tree"]
+    assert isinstance(tree, dict) and len(tree["parent"]) == 3  # all, server (the process), main
+    assert data["base_samples"] == {"node": [2], "value": [4], "labels": [0]}
+    assert data["samples"] == {"node": [2], "value": [1], "labels": [0]}
+
+
 # --- speedscope and folded ------------------------------------------------------------------
 
 def test_speedscope_output_follows_the_published_schema(tmp_path: Path, pprof_tool: Path,
@@ -158,6 +173,10 @@ def test_speedscope_of_go_and_of_record_follow_the_schema(go_pprof: Path, tmp_pa
     document = json.loads((tmp_path / "rec.speedscope.json").read_text())
     jsonschema.validate(document, speedscope_schema)
     assert document["profiles"][0]["unit"] == "none" and document["profiles"][0]["weights"] == [2]
+    write_outputs(make_profile(), [tmp_path / "empty.speedscope.json"])  # no samples: one empty profile
+    document = json.loads((tmp_path / "empty.speedscope.json").read_text())
+    jsonschema.validate(document, speedscope_schema)
+    assert [p["samples"] for p in document["profiles"]] == [[]]
 
 
 def test_view_folded_matches_google_pprof_and_record_folded(tmp_path: Path, pprof_tool: Path) -> None:
