@@ -154,8 +154,10 @@
       while (x >= 1024 && i < u.length - 1) { x /= 1024; i++; }
       return (i ? x.toFixed(1) : String(x)) + " " + u[i];
     }
-    const word = unit === "count" ? (meta.sample_type === "samples" ? "samples" : meta.sample_type) : unit;
-    return Math.round(v).toLocaleString("en-US") + " " + word;
+    const n = Math.round(v);
+    const word = unit === "count" ? (meta.sample_type === "samples" ? (n === 1 ? "sample" : "samples")
+      : meta.sample_type) : unit;
+    return n.toLocaleString("en-US") + " " + word;
   }
   const pct = (part, whole) => (whole ? (100 * part / whole).toFixed(2) : "0.00") + "%";
   const signedPct = (d) => (d >= 0 ? "+" : "\u2212") + Math.abs(100 * d).toFixed(2) + "%";
@@ -460,7 +462,8 @@
       (c[0] === tableSort ? " sorted" : "") + "\">" + c[1] + "</th>").join("");
     document.querySelector("#top thead").innerHTML = "<tr>" + head + "</tr>";
     const html = [];
-    for (const row of rows.slice(0, TABLE_ROWS)) {
+    const shown = matches ? rows.filter((row) => matches[row.f] === 1) : rows; // a search filters the table too
+    for (const row of shown.slice(0, TABLE_ROWS)) {
       const f = row.f;
       const module = frameModule[f].slice(frameModule[f].lastIndexOf("/") + 1);
       let cells = "<td class=\"fn\">" + escapeHtml(frameName[f]) + "</td><td class=\"mod\">" + escapeHtml(module) + "</td>";
@@ -476,11 +479,13 @@
     }
     document.querySelector("#top tbody").innerHTML = html.join("");
     $("table-title").textContent = (isDiff ? "Functions whose share changed most" : "Top functions") +
-      " (" + Math.min(rows.length, TABLE_ROWS) + " of " + rows.length + "; click a row to highlight it)";
+      " (" + Math.min(shown.length, TABLE_ROWS) + " of " + rows.length + (matches ? " matching the search" : "") +
+      "; click a row to highlight it)";
   }
 
   // ---- actions ------------------------------------------------------------------------------
   function refresh() {
+    tooltip.style.display = "none"; // what it said may no longer hold
     updateStatus();
     showCrumbs();
     draw();
@@ -501,6 +506,7 @@
       matches = new Uint8Array(nFrames);
       for (let f = 0; f < nFrames; f++) if (re.test(frameName[f])) matches[f] = 1;
     }
+    showTable();
     refresh();
   }
   function pick(f) {

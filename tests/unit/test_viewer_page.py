@@ -43,6 +43,11 @@ def viewer(browser: Any, page: Path) -> Viewer:
     return Viewer(browser, page)
 
 
+def table_names(viewer: Viewer) -> list[str]:
+    rows = viewer.driver.find_elements(By.CSS_SELECTOR, "#top tbody tr")
+    return [r.find_element(By.TAG_NAME, "td").text for r in rows]
+
+
 def hue(rgb: tuple[int, int, int]) -> float:
     return colorsys.rgb_to_hls(*(c / 255 for c in rgb))[0] * 360
 
@@ -102,6 +107,8 @@ def test_search_highlights_and_gives_the_matched_share(viewer: Viewer) -> None:
     search.send_keys(Keys.CONTROL, "a")
     search.send_keys("hash_")
     assert viewer.state()["matchedShare"] == pytest.approx(0.6)
+    # the table shows the matching functions only
+    assert table_names(viewer) == ["hash_inl"]
 
 
 def test_top_table_sorts_and_a_row_highlights_its_frames(viewer: Viewer) -> None:
@@ -109,9 +116,7 @@ def test_top_table_sorts_and_a_row_highlights_its_frames(viewer: Viewer) -> None
     first = [c.text for c in rows[0].find_elements(By.TAG_NAME, "td")]
     assert first[0] == "memcpy" and first[2:4] == ["3 samples", "60.00%"]  # most self samples first
     viewer.driver.find_element(By.CSS_SELECTOR, "#top th[data-sort='total']").click()
-    rows = viewer.driver.find_elements(By.CSS_SELECTOR, "#top tbody tr")
-    names = [r.find_element(By.TAG_NAME, "td").text for r in rows]
-    assert names[:2] == ["main", "memcpy"]  # 5 samples each, then by name
+    assert table_names(viewer)[:2] == ["main", "memcpy"]  # 5 samples each, then by name
     row = next(r for r in viewer.driver.find_elements(By.CSS_SELECTOR, "#top tbody tr")
                if r.find_element(By.TAG_NAME, "td").text == "work")
     row.click()
