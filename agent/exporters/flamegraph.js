@@ -56,7 +56,7 @@
   const N = data.tree.frame.length;
   const nodeFrame = Int32Array.from(data.tree.frame);
   const nodeLine = Int32Array.from(data.tree.line);
-  const nodeParent = Int32Array.from(data.tree.parent);
+  const nodeParent = Int32Array.from(data.tree.up, (up, n) => n - up);
   const nodeDepth = new Int32Array(N);
   const childStart = new Int32Array(N + 1);
   let maxDepth = 0;
@@ -199,7 +199,7 @@
   }
   function diffColor(n) {
     const d = shareDelta(n);
-    const t = maxDelta > 0 ? Math.min(1, Math.abs(d) / maxDelta) : 0;
+    const t = maxDelta > 0 ? Math.round(20 * Math.min(1, Math.abs(d) / maxDelta)) / 20 : 0; // 21 steps: few colors
     if (t < 0.05) return "rgb(222,222,222)";
     const k = 0.25 + 0.75 * t;
     const mix = (neutral, target) => Math.round(neutral + (target - neutral) * k);
@@ -231,20 +231,35 @@
     draw();
   }
 
-  function drawBox(n, x, w, dim) {
+  // Boxes are collected per color and filled color by color: one fillStyle per color, not per
+  // box (fillRect rasterizes faster here than one path of many rects). Labels go on top last.
+  let buckets = new Map(); // color -> [x, y, w, x, y, w, ...]
+  let labels = []; // [text, x, y, ...]
+  function addBox(n, x, w) {
     const f = nodeFrame[n];
     const y = rowY(nodeDepth[n]);
-    ctx.fillStyle = highlighted(f) ? MATCH_COLOR : isDiff ? diffColor(n) : kindColor(f);
-    ctx.globalAlpha = dim ? 0.55 : 1;
-    ctx.fillRect(x, y, Math.max(w - 0.5, 0.5), ROW - 1);
-    ctx.globalAlpha = 1;
+    const color = highlighted(f) ? MATCH_COLOR : isDiff ? diffColor(n) : kindColor(f);
+    let bucket = buckets.get(color);
+    if (bucket === undefined) buckets.set(color, (bucket = []));
+    bucket.push(x, y, w);
     drawnCount++;
     const fit = Math.floor((w - 6) / charWidth);
     if (fit >= 3) {
       const name = nameOf(f);
-      ctx.fillStyle = "#111";
-      ctx.fillText(name.length > fit ? name.slice(0, fit - 1) + "\u2026" : name, x + 3, y + ROW - 5);
+      labels.push(name.length > fit ? name.slice(0, fit - 1) + "\u2026" : name, x + 3, y + ROW - 5);
     }
+  }
+  function flush(alpha) {
+    ctx.globalAlpha = alpha;
+    for (const [color, b] of buckets) {
+      ctx.fillStyle = color;
+      for (let i = 0; i < b.length; i += 3) ctx.fillRect(b[i], b[i + 1], Math.max(b[i + 2] - 0.5, 0.5), ROW - 1);
+    }
+    ctx.globalAlpha = 1;
+    ctx.fillStyle = "#111";
+    for (let i = 0; i < labels.length; i += 3) ctx.fillText(labels[i], labels[i + 1], labels[i + 2]);
+    buckets = new Map();
+    labels = [];
   }
 
   const stack = new Int32Array(N + 1);
@@ -261,7 +276,8 @@
       api.timings.lastDraw = performance.now() - t;
       return;
     }
-    for (let a = nodeParent[zoom]; a >= 0; a = nodeParent[a]) drawBox(a, 0, cssWidth, true);
+    for (let a = nodeParent[zoom]; a >= 0; a = nodeParent[a]) addBox(a, 0, cssWidth);
+    flush(0.55); // the zoomed node's ancestors, dimmed
     const scale = cssWidth / width[zoom];
     const x0 = xOf[zoom];
     let top = 0;
@@ -270,9 +286,10 @@
       const n = stack[--top];
       const w = width[n] * scale;
       if (w < 0.3) continue; // its children are narrower still
-      drawBox(n, (xOf[n] - x0) * scale, w, false);
+      addBox(n, (xOf[n] - x0) * scale, w);
       for (let i = childStart[n]; i < childStart[n + 1]; i++) stack[top++] = children[i];
     }
+    flush(1);
     api.timings.lastDraw = performance.now() - t;
   }
 

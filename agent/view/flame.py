@@ -7,9 +7,10 @@ Stage: a viewer format. In: ``StackProfile`` (one, or base and new for a diff). 
   kernel side dropped: ``lost_counts_map_full``), stacks_lost (samples kept with a
   placeholder because their stack was lost), source (a file name). A diff adds ``base_meta``.
 - ``strings``; ``kinds``; ``frames``: ``[name, file, module, kind]`` (string indexes, kind index).
-- ``tree``: the merged call tree as columns ``frame``, ``line``, ``parent``; node 0 is the root
-  (frame -1), a parent comes before its children; ``line`` is 0 unless every sample through
-  the node shares one line.
+- ``tree``: the merged call tree as columns ``frame``, ``line``, ``up``; node 0 is the root
+  (frame -1), a parent comes before its children and ``up`` is how far before (node index
+  minus parent index, 1 for the root: small numbers keep the page ~30 % smaller than
+  indexes); ``line`` is 0 unless every sample through the node shares one line.
 - ``samples``: columns ``node`` (the leaf node of the sample's path), ``value``, ``labels``
   (an index into ``labelsets``); samples with the same node and labels are merged.
   A diff has ``base_samples`` too, over the same tree; there a frame's module is known by
@@ -100,7 +101,7 @@ class _Builder:
             "strings": list(self.strings),
             "kinds": list(KINDS),
             "frames": self.frame_rows,
-            "tree": {"frame": self.frame, "line": self.line, "parent": self.parent},
+            "tree": {"frame": self.frame, "line": self.line, "up": [i - p for i, p in enumerate(self.parent)]},
         }
 
 

@@ -81,10 +81,10 @@ def make_page(work: Path, nodes: int, samples: int = 0) -> tuple[Path, dict[str,
     text = page.read_text()
     data = json.loads(re.search(r'<script id="hostflame-data" type="application/json">(.*?)</script>', text, re.S)
                       .group(1))  # type: ignore[union-attr]
-    if len(data["tree"]["parent"]) < nodes:
+    if len(data["tree"]["up"]) < nodes:
         return make_page(work, nodes, samples * 11 // 10)
     return page, {"python_view_s": python_s, "page_mb": page.stat().st_size / 1e6,
-                  "pprof_mb": source.stat().st_size / 1e6, "nodes": len(data["tree"]["parent"]),
+                  "pprof_mb": source.stat().st_size / 1e6, "nodes": len(data["tree"]["up"]),
                   "samples": len(data["samples"]["node"])}
 
 

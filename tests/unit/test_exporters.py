@@ -168,7 +168,7 @@ def test_html_embeds_the_profile_data() -> None:
     assert {"memcpy", "hash_inl", "work", "main", "do_syscall_64", "server", "other"} <= set(strings)
     tree = data["tree"]
     assert isinstance(tree, dict)
-    assert [tree[column][0] for column in ("frame", "line", "parent")] == [-1, 0, -1]  # the root
+    assert [tree[column][0] for column in ("frame", "line", "up")] == [-1, 0, 1]  # the root: parent -1
     samples = data["samples"]
     assert isinstance(samples, dict) and sum(samples["value"]) == 5
 
@@ -194,14 +194,15 @@ def nested(data: dict[str, object]) -> tuple[object, ...]:
     assert isinstance(samples, dict)
     names = ["all"] + [strings[row[0]] for row in frames]  # frame -1 (the root) -> names[0]
     children: dict[int, list[int]] = {}
-    for index, parent in enumerate(tree["parent"]):
+    parents = [index - up for index, up in enumerate(tree["up"])]
+    for index, parent in enumerate(parents):
         children.setdefault(parent, []).append(index)
-    totals = [0] * len(tree["parent"])
+    totals = [0] * len(parents)
     for leaf, value in zip(samples["node"], samples["value"], strict=True):
         at = leaf
         while at >= 0:
             totals[at] += value
-            at = tree["parent"][at]
+            at = parents[at]
 
     def node(index: int) -> tuple[object, ...]:
         kids = sorted(children.get(index, []), key=lambda i: names[tree["frame"][i] + 1])

@@ -137,7 +137,7 @@ def test_diff_lines_up_two_installs_of_one_program() -> None:
     # WHEN diffed THEN main is one node with samples on both sides
     data = diff_data(base, new)
     tree = data["tree"]
-    assert isinstance(tree, dict) and len(tree["parent"]) == 3  # all, server (the process), main
+    assert isinstance(tree, dict) and tree["up"] == [1, 1, 1]  # all, server (the process), main
     assert data["base_samples"] == {"node": [2], "value": [4], "labels": [0]}
     assert data["samples"] == {"node": [2], "value": [1], "labels": [0]}
 
