@@ -145,12 +145,14 @@ def test_orientation_and_kind_colors(viewer: Viewer) -> None:
     assert viewer.state()["icicle"] is False and top_down and bottom_up and bottom_up["y"] > top_down["y"]
     # kernel frames are red-ish, native orange, inlined yellow: distinct hue ranges
     colors = {}
-    for name in ("do_syscall_64", "memcpy", "hash_inl"):
+    for name in ("do_syscall_64", "memcpy", "hash_inl", "main", "work"):
         box = viewer.box_of(name)
         assert box
         colors[name] = hue(viewer.pixel(box["x"] + 2, box["y"] + 2))
     assert colors["do_syscall_64"] >= 340 or colors["do_syscall_64"] <= 12, colors
     assert 15 <= colors["memcpy"] <= 50 and 45 <= colors["hash_inl"] <= 65, colors
+    # one module, one hue (names only change the lightness): main and work are both in the server binary
+    assert abs(colors["main"] - colors["work"]) < 2.5, colors
 
 
 def test_a_diff_colors_grown_red_and_shrunk_blue(browser: Any, tmp_path: Path) -> None:
