@@ -11,7 +11,6 @@ a write fails.
 from __future__ import annotations
 
 import gzip
-import os
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from agent.pprof import parse_pprof
 from agent.view.flame import diff_data, view_data
 from agent.view.stacks import StackProfile, read_stacks
 
-__all__ = ["VIEW_FORMATS", "diff", "load_stacks", "view"]
+__all__ = ["DIFF_FORMATS", "VIEW_FORMATS", "diff", "load_stacks", "render_stacks", "view"]
 
 VIEW_FORMATS = (OutputFormat.HTML, OutputFormat.SPEEDSCOPE, OutputFormat.FOLDED)
 DIFF_FORMATS = (OutputFormat.HTML,)
@@ -77,6 +76,7 @@ def view(profile_path: Path, outputs: Sequence[Path]) -> int:
 
 
 def render_stacks(stacks: StackProfile, fmt: OutputFormat, source: str) -> bytes:
+    """The bytes of ``stacks`` in ``fmt`` (one of VIEW_FORMATS); ``source`` names the input file."""
     if fmt is OutputFormat.HTML:
         from agent.exporters.html import render_data_page
 
@@ -100,5 +100,5 @@ def diff(base_path: Path, new_path: Path, outputs: Sequence[Path]) -> int:
     from agent.exporters.html import render_data_page
 
     data = diff_data(base, new, (base_path.name, new_path.name))
-    page = render_data_page(data, f"hostflame diff: {os.fspath(base_path.name)} -> {os.fspath(new_path.name)}").encode()
+    page = render_data_page(data, f"hostflame diff: {base_path.name} -> {new_path.name}").encode()
     return _write_all([(path, page) for path, _ in targets])
