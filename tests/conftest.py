@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Generator
@@ -40,6 +41,18 @@ def pprof_tool() -> Path:
             pytest.fail("Google pprof not built: run `make test` (it builds .cache/bin/pprof)")
         return Path(found)
     return path
+
+
+SPEEDSCOPE_SCHEMA = REPO / ".cache/speedscope/node_modules/speedscope/dist/release/file-format-schema.json"
+
+
+@pytest.fixture(scope="session")
+def speedscope_schema() -> dict[str, object]:
+    """speedscope's published file-format schema, from its npm package (installed by `make test`)."""
+    if not SPEEDSCOPE_SCHEMA.exists():
+        pytest.fail(f"{SPEEDSCOPE_SCHEMA} missing: run `make test` (install-deps.sh test installs npm's speedscope)")
+    schema: dict[str, object] = json.loads(SPEEDSCOPE_SCHEMA.read_text())
+    return schema
 
 
 @pytest.fixture(scope="session")

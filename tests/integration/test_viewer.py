@@ -10,12 +10,14 @@ Screenshots are kept in out/test-artifacts/.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from tests.browser import Viewer
@@ -102,11 +104,15 @@ def test_recorded_page_draws_zooms_searches_and_selects(whole_host: Recorded, br
     viewer.screenshot("recorded-selector-pid")
 
 
-def test_view_of_the_recorded_pprof_shows_the_same_profile(whole_host: Recorded, browser: Any, tmp_path: Path) -> None:
+def test_view_of_the_recorded_pprof_shows_the_same_profile(whole_host: Recorded, browser: Any, tmp_path: Path,
+                                                            speedscope_schema: dict[str, object]) -> None:
     new = whole_host
     page = tmp_path / "view.html"
     result = hostflame("view", str(new.pprof), "-o", str(page), "-o", str(tmp_path / "v.speedscope.json"))
     assert result.returncode == 0, result.stderr
+    speedscope = json.loads((tmp_path / "v.speedscope.json").read_text())
+    jsonschema.validate(speedscope, speedscope_schema)
+    assert "split" in {p["name"] for p in speedscope["profiles"]}
     from_view = Viewer(browser, page).state()
     from_record = Viewer(browser, new.html).state()
     assert from_view == from_record

@@ -18,12 +18,10 @@ from agent.pprof import build_pprof, parse_pprof
 from agent.proto import profile as pb
 from agent.view.flame import diff_data
 from agent.view.stacks import read_stacks
-from tests.conftest import REPO
 from tests.fixtures.build import build_go
 from tests.pprof_cli import traces
 from tests.profile_factory import APP, KERNEL, LIBC, make_profile, sample, sym
 
-SCHEMA = REPO / ".cache" / "speedscope" / "node_modules" / "speedscope" / "dist" / "release" / "file-format-schema.json"
 MAIN = sym(APP.start + 0x10, APP, "main", file="/src/main.c", line=10)
 WORK = sym(APP.start + 0x20, APP, "hash_inl", "work", file="/src/work.c", line=20)
 MEMCPY = sym(LIBC.start + 0x30, LIBC, "memcpy")
@@ -47,14 +45,6 @@ def go_pprof(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = out / "go.pb.gz"
     subprocess.run([str(exe), str(path), "0.5"], check=True, timeout=60)
     return path
-
-
-@pytest.fixture(scope="module")
-def speedscope_schema() -> dict[str, object]:
-    if not SCHEMA.exists():
-        pytest.fail(f"{SCHEMA} missing: run `make test` (install-deps.sh test installs the npm package speedscope)")
-    schema: dict[str, object] = json.loads(SCHEMA.read_text())
-    return schema
 
 
 def pprof_folded(pprof_tool: Path, path: Path) -> dict[str, int]:
