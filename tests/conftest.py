@@ -55,9 +55,10 @@ def speedscope_schema() -> dict[str, object]:
     return schema
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Generator[Any, None, None]:
-    """Headless Chromium driven by selenium (installed by `make test`); quit at the end."""
+    """Headless Chromium driven by selenium (installed by `make test`); quit after the module, so
+    no browser is left running while other modules measure CPU samples."""
     from tests.browser import CHROMEDRIVER, CHROMIUM, start_chromium
 
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
