@@ -7,7 +7,7 @@ HOSTFLAME := $(VENV)/bin/hostflame
 OUT := out
 DURATION ?= 10
 
-.PHONY: record test deps test-deps lint unit integration bench check clean
+.PHONY: record test deps test-deps lint unit integration bench bench-viewer check clean
 
 # Profile the whole host for $(DURATION) s: pprof, folded stacks and an HTML flame graph.
 record: deps
@@ -37,6 +37,10 @@ integration: test-deps
 # Side-by-side measurements against peers (minutes; not part of the test suite).
 bench: test-deps
 	$(PY) -m tests.benchmarks.run_all
+
+# How fast the HTML viewer draws a 200 000-node profile in headless Chromium (no root needed).
+bench-viewer: test-deps
+	$(PY) -m tests.benchmarks.viewer
 
 check: deps
 	$(HOSTFLAME) check

@@ -1,4 +1,4 @@
-"""Command line: ``hostflame record | run | check``; the only place that wires every stage.
+"""Command line: ``hostflame record | run | check | view | diff``; the only place that wires every stage.
 
 Exit status: 0 success, 1 runtime failure, 2 usage error (see agent/errors.py). Every
 failure is one line on stderr, no traceback, and no partial output file.
@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop after S seconds (default: run until SIGTERM or SIGINT)")
 
     sub.add_parser("check", help="preflight: can this host run hostflame?")
+
+    view = sub.add_parser("view", help="turn a pprof file (any producer) into a flame graph page and more")
+    view.add_argument("profile", type=Path, metavar="PROFILE", help="pprof file, gzip-compressed or not")
+    view.add_argument("-o", "--output", type=Path, action="append", default=[], metavar="PATH", required=True,
+                      help="output file, format by extension: .html, .speedscope.json, .folded (repeatable)")
+
+    diff = sub.add_parser("diff", help="differential flame graph of NEW against BASE (shares of each total)")
+    diff.add_argument("base", type=Path, metavar="BASE", help="the pprof file to compare against")
+    diff.add_argument("new", type=Path, metavar="NEW", help="the pprof file compared")
+    diff.add_argument("-o", "--output", type=Path, action="append", default=[], metavar="PATH", required=True,
+                      help="output file: .html (repeatable)")
     return parser
 
 
@@ -91,7 +102,19 @@ def _check(_args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_RUNTIME
 
 
-COMMANDS = {"record": _record, "run": _run, "check": _check}
+def _view(args: argparse.Namespace) -> int:
+    from agent.view.commands import view
+
+    return view(args.profile, args.output)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from agent.view.commands import diff
+
+    return diff(args.base, args.new, args.output)
+
+
+COMMANDS = {"record": _record, "run": _run, "check": _check, "view": _view, "diff": _diff}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

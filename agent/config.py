@@ -47,7 +47,7 @@ class RecordConfig:
         check_frequency(self.frequency_hz)
         check_pids(self.pids)
         if not self.outputs:
-            raise UsageError("no output: give at least one -o PATH (.pb.gz, .folded or .html)")
+            raise UsageError("no output: give at least one -o PATH (.pb.gz, .folded, .html or .speedscope.json)")
         if self.top < 0:
             raise UsageError(f"--top must be 0 or more, got {self.top}")
         from agent.exporters.files import check_outputs

@@ -19,7 +19,7 @@ from typing import Any
 from agent.model import FrameKind, Module, Profile, Symbolized
 from agent.proto import profile as pb
 
-__all__ = ["KERNEL_MODULE", "build_pprof", "parse_pprof"]
+__all__ = ["KERNEL_MODULE", "build_message", "build_pprof", "parse_pprof"]
 
 # Kernel frames the symbolizer left without a module still belong to the kernel's mapping.
 KERNEL_MODULE = Module(path="[kernel.kallsyms]", build_id=b"", start=0, end=0, file_offset=0)
@@ -105,7 +105,7 @@ class _Tables:
 
 def build_pprof(profile: Profile) -> bytes:
     """The gzip-compressed pprof of ``profile`` (see the module docstring for its shape)."""
-    return gzip.compress(_build_message(profile).SerializeToString(), compresslevel=GZIP_LEVEL, mtime=0)
+    return gzip.compress(build_message(profile).SerializeToString(), compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def parse_pprof(data: bytes) -> Any:
@@ -115,7 +115,7 @@ def parse_pprof(data: bytes) -> Any:
     return pb.Profile.FromString(data)
 
 
-def _build_message(profile: Profile) -> Any:
+def build_message(profile: Profile) -> Any:
     tables = _Tables()
     string = tables.string
     out = pb.Profile()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +41,28 @@ def pprof_tool() -> Path:
             pytest.fail("Google pprof not built: run `make test` (it builds .cache/bin/pprof)")
         return Path(found)
     return path
+
+
+SPEEDSCOPE_SCHEMA = REPO / ".cache/speedscope/node_modules/speedscope/dist/release/file-format-schema.json"
+
+
+@pytest.fixture(scope="session")
+def speedscope_schema() -> dict[str, object]:
+    """speedscope's published file-format schema, from its npm package (installed by `make test`)."""
+    if not SPEEDSCOPE_SCHEMA.exists():
+        pytest.fail(f"{SPEEDSCOPE_SCHEMA} missing: run `make test` (install-deps.sh test installs npm's speedscope)")
+    schema: dict[str, object] = json.loads(SPEEDSCOPE_SCHEMA.read_text())
+    return schema
+
+
+@pytest.fixture(scope="module")
+def browser() -> Generator[Any, None, None]:
+    """Headless Chromium driven by selenium (installed by `make test`); quit after the module, so
+    no browser is left running while other modules measure CPU samples."""
+    from tests.browser import CHROMEDRIVER, CHROMIUM, start_chromium
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("chromium and chromium-driver are not installed: run `make test` (install-deps.sh test)")
+    driver = start_chromium()
+    yield driver
+    driver.quit()

@@ -1,6 +1,8 @@
-"""File outputs of ``hostflame record``: pprof, folded stacks or an HTML flame graph by extension.
+"""File outputs of ``hostflame record`` and ``view``: pprof, folded stacks, an HTML flame graph or
+speedscope's JSON, by extension.
 
-Stage: exporter. In: an ``agent.model.Profile`` and output paths. Out: one file per path,
+Stage: exporter. In: an ``agent.model.Profile`` (or, for ``view``, an ``agent.view`` stack
+profile) and output paths. Out: one file per path,
 each written atomically (a temporary file in the same directory, then ``os.replace``), so a
 reader never sees a partial file and a failed write leaves nothing behind.
 """
@@ -11,7 +13,7 @@ import contextlib
 import enum
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from agent.errors import HostflameError, UsageError
@@ -35,24 +37,27 @@ class OutputFormat(enum.Enum):
     PPROF = ".pb.gz"
     FOLDED = ".folded"
     HTML = ".html"
+    SPEEDSCOPE = ".speedscope.json"
 
 
-def format_for(path: str | os.PathLike[str]) -> OutputFormat:
-    """The format a path's ending selects; ``UsageError`` for any other ending."""
+def format_for(path: str | os.PathLike[str], allowed: Sequence[OutputFormat] = tuple(OutputFormat)) -> OutputFormat:
+    """The format a path's ending selects among ``allowed``; ``UsageError`` for any other ending."""
     name = os.fspath(path).lower()
-    for fmt in OutputFormat:
+    for fmt in allowed:
         if name.endswith(fmt.value):
             return fmt
-    *first, last = (f.value for f in OutputFormat)
-    raise UsageError(f"unknown output format for {os.fspath(path)}: use {', '.join(first)} or {last}")
+    *first, last = (f.value for f in allowed)
+    choices = f"{', '.join(first)} or {last}" if first else last
+    raise UsageError(f"unknown output format for {os.fspath(path)}: use {choices}")
 
 
-def check_outputs(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, OutputFormat]]:
-    """Each path with its format, checked before profiling starts: known ending, writable directory."""
+def check_outputs(paths: Iterable[str | os.PathLike[str]],
+                  allowed: Sequence[OutputFormat] = tuple(OutputFormat)) -> list[tuple[Path, OutputFormat]]:
+    """Each path with its format, checked before any work starts: known ending, writable directory."""
     checked = []
     for raw in paths:
         path = Path(raw)
-        fmt = format_for(path)
+        fmt = format_for(path, allowed)
         directory = path.parent
         try:
             exists = directory.is_dir()
@@ -72,8 +77,12 @@ def render(profile: Profile, fmt: OutputFormat) -> bytes:
         return build_pprof(profile)
     if fmt is OutputFormat.FOLDED:
         return render_folded(profile).encode()
-    from agent.exporters.html import render_html  # the template is read only when HTML is wanted
+    from agent.exporters.html import render_html, stacks_of  # the viewer is loaded only when wanted
 
+    if fmt is OutputFormat.SPEEDSCOPE:
+        from agent.view.formats import render_speedscope
+
+        return render_speedscope(stacks_of(profile), f"hostflame {profile.host}").encode()
     return render_html(profile).encode()
 
 

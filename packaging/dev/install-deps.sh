@@ -11,7 +11,7 @@ cache="$here/.cache"
 
 runtime_debs=(python3-bpfcc python3-venv linux-headers-amd64)
 test_debs=(bpfcc-tools linux-perf golang-go golang-github-google-pprof-dev binutils elfutils gcc g++
-           podman runc busybox-static util-linux procps)
+           podman runc busybox-static util-linux procps chromium chromium-driver)
 
 need_debs() {
   local missing=()
@@ -63,8 +63,19 @@ build_pprof() {
   fi
 }
 
+speedscope_schema() {
+  # speedscope's published file-format schema: the judge of our .speedscope.json files.
+  # Node (with npm) is on the machine already; only the schema file of the package is used.
+  local dir="$cache/speedscope" version=1.25.0
+  if [ ! -f "$dir/node_modules/speedscope/dist/release/file-format-schema.json" ]; then
+    mkdir -p "$dir"
+    echo "install-deps: npm install speedscope@$version (schema only)"
+    npm install --silent --no-audit --no-fund --ignore-scripts --prefix "$dir" "speedscope@$version" >/dev/null
+  fi
+}
+
 case "$mode" in
   runtime) need_debs "${runtime_debs[@]}"; ensure_venv runtime ;;
-  test) need_debs "${runtime_debs[@]}" "${test_debs[@]}"; ensure_venv test; build_pprof ;;
+  test) need_debs "${runtime_debs[@]}" "${test_debs[@]}"; ensure_venv test; build_pprof; speedscope_schema ;;
   *) echo "usage: install-deps.sh runtime|test" >&2; exit 2 ;;
 esac
