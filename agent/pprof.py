@@ -19,7 +19,7 @@ from typing import Any
 from agent.model import FrameKind, Module, Profile, Symbolized
 from agent.proto import profile as pb
 
-__all__ = ["KERNEL_MODULE", "build_pprof", "parse_pprof"]
+__all__ = ["KERNEL_MODULE", "build_pprof", "build_pprof_raw", "gzip_pprof", "parse_pprof"]
 
 # Kernel frames the symbolizer left without a module still belong to the kernel's mapping.
 KERNEL_MODULE = Module(path="[kernel.kallsyms]", build_id=b"", start=0, end=0, file_offset=0)
@@ -106,6 +106,16 @@ class _Tables:
 def build_pprof(profile: Profile) -> bytes:
     """The gzip-compressed pprof of ``profile`` (see the module docstring for its shape)."""
     return gzip.compress(_build_message(profile).SerializeToString(), compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def build_pprof_raw(profile: Profile) -> bytes:
+    """The serialized, uncompressed pprof of ``profile`` (what servers' size limits count)."""
+    data: bytes = _build_message(profile).SerializeToString()
+    return data
+
+
+def gzip_pprof(raw: bytes) -> bytes:
+    return gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def parse_pprof(data: bytes) -> Any:
