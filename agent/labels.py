@@ -28,6 +28,9 @@ KERNEL_TARGET = "kernel"
 SAMPLE_LABELS = ("comm",)  # string labels a sample keeps inside its target's profile
 
 
+_ProcessKey = tuple[int, int, str, str, str, str]  # pid, incarnation, comm, exe, cgroup, container id
+
+
 @dataclass(frozen=True)
 class SplitResult:
     targets: list[TargetProfile]
@@ -82,28 +85,25 @@ class Targeter:
         self.providers = default_providers() if providers is None else providers
 
     def split(self, profile: Profile) -> SplitResult:
-        meta_cache: dict[int, tuple[dict[str, str], str]] = {}
+        meta_cache: dict[_ProcessKey, tuple[dict[str, str], str]] = {}
         groups: dict[str, list[ProfileSample]] = {}
-        weight: dict[str, dict[int, int]] = {}
-        metas: dict[int, dict[str, str]] = {}
+        weight: dict[str, dict[_ProcessKey, int]] = {}
         for sample in profile.samples:
             info = sample.process or _unknown_process(sample)
-            cached = meta_cache.get(id(info))
+            pkey = (info.pid, info.incarnation, info.comm, info.exe, info.cgroup, info.container_id)
+            cached = meta_cache.get(pkey)
             if cached is None:
                 meta = discover(info, profile.host, self.providers)
-                if info.is_kernel_thread and not meta.get("__meta_container_id"):
-                    meta.pop("__meta_process_exe", None)
-                cached = meta_cache[id(info)] = (meta, target_key(meta, info))
-                metas[id(info)] = meta
+                cached = meta_cache[pkey] = (meta, target_key(meta, info))
             key = cached[1]
             groups.setdefault(key, []).append(_trim(sample))
             per = weight.setdefault(key, {})
-            per[id(info)] = per.get(id(info), 0) + sample.count
+            per[pkey] = per.get(pkey, 0) + sample.count
         targets = []
         dropped = 0
         for key, samples in groups.items():
             busiest = max(weight[key].items(), key=lambda kv: kv[1])[0]
-            labels = self._labels(key, metas[busiest], profile.host)
+            labels = self._labels(key, meta_cache[busiest][0], profile.host)
             if labels is None:
                 dropped += 1
                 continue
