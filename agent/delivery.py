@@ -4,8 +4,8 @@ Stage: between the exporters' encoders and the network. In: ``Payload`` values (
 HTTP request each, for one profile) via ``offer``, which never blocks. Out: requests sent by
 a daemon thread through a ``send`` callable, retried with jittered exponential backoff.
 
-Accounting, per delivery: ``produced`` = ``sent`` + ``dropped`` (by cause) + ``queued``
-(+ the one in flight); ``stats()`` returns a consistent snapshot. Causes: ``queue_full``
+Accounting, in profiles (a payload may carry several), per delivery: ``produced`` = ``sent``
++ ``dropped`` (by cause) + ``queued`` + ``in_flight``; ``stats()`` returns a consistent snapshot. Causes: ``queue_full``
 (the oldest payload is dropped to make room), ``rejected`` (a 4xx other than 408/429, or a
 TLS verification failure: retrying cannot help), ``expired`` (still failing ``max_age_s``
 after it was queued), ``shutdown`` (still queued when the grace period ended).
@@ -30,11 +30,12 @@ DROP_CAUSES = ("queue_full", "rejected", "expired", "shutdown")
 
 @dataclass(frozen=True)
 class Payload:
-    """One request's worth of one profile, ready to send."""
+    """One request, ready to send, carrying ``profiles`` profiles (one per target part)."""
 
     body: bytes
-    description: str  # for log lines: "service_name=x part 1/2"
+    description: str  # for log lines: "3 profiles (api, db, ...)"
     params: tuple[tuple[str, str], ...] = ()  # query parameters (Pyroscope /ingest)
+    profiles: int = 1
     queued_mono: float = field(default_factory=time.monotonic)
 
 
@@ -92,7 +93,7 @@ class Delivery:
         self._cond = threading.Condition()
         self._closing = False
         self._deadline = float("inf")
-        self._in_flight = 0
+        self._in_flight = self._queued = 0  # profiles
         self._produced = self._sent = self._retries = 0
         self._dropped = dict.fromkeys(DROP_CAUSES, 0)
         self._last_sent = 0.0
@@ -104,25 +105,27 @@ class Delivery:
     def offer(self, payload: Payload) -> None:
         size = len(payload.body)
         with self._cond:
-            self._produced += 1
+            self._produced += payload.profiles
             if self._closing:
-                self._dropped["shutdown"] += 1
+                self._dropped["shutdown"] += payload.profiles
                 return
             if size > self.max_bytes:
-                self._dropped["queue_full"] += 1
+                self._dropped["queue_full"] += payload.profiles
                 return
             while self._bytes + size > self.max_bytes and self._queue:
                 old = self._queue.popleft()
                 self._bytes -= len(old.body)
-                self._dropped["queue_full"] += 1
+                self._queued -= old.profiles
+                self._dropped["queue_full"] += old.profiles
             self._queue.append(payload)
+            self._queued += payload.profiles
             self._bytes += size
             self._cond.notify_all()
 
     def stats(self) -> DeliveryStats:
         with self._cond:
             return DeliveryStats(produced=self._produced, sent=self._sent, dropped=dict(self._dropped),
-                                 queued=len(self._queue), in_flight=self._in_flight, queue_bytes=self._bytes,
+                                 queued=self._queued, in_flight=self._in_flight, queue_bytes=self._bytes,
                                  retries=self._retries, last_sent_mono=self._last_sent)
 
     @property
@@ -139,8 +142,10 @@ class Delivery:
         self._thread.join(max(0.0, grace_s) + 0.5)
         with self._cond:
             while self._queue:
-                self._bytes -= len(self._queue.popleft().body)
-                self._dropped["shutdown"] += 1
+                old = self._queue.popleft()
+                self._bytes -= len(old.body)
+                self._queued -= old.profiles
+                self._dropped["shutdown"] += old.profiles
         return self.stats()
 
     # -- sender thread ---------------------------------------------------------------------------
@@ -162,15 +167,16 @@ class Delivery:
                     return
                 payload = self._queue.popleft()
                 self._bytes -= len(payload.body)
-                self._in_flight = 1
+                self._queued -= payload.profiles
+                self._in_flight = payload.profiles
             cause = self._deliver(payload)
             with self._cond:
                 self._in_flight = 0
                 if cause is None:
-                    self._sent += 1
+                    self._sent += payload.profiles
                     self._last_sent = time.monotonic()
                 else:
-                    self._dropped[cause] += 1
+                    self._dropped[cause] += payload.profiles
 
     def _deliver(self, payload: Payload) -> str | None:
         """Send with retries; None when sent, else the drop cause."""

@@ -16,7 +16,7 @@ Samples keep two labels of their own: ``comm`` and the numeric ``pid``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from agent.metadata import MetadataProvider, default_providers, discover
 from agent.model import ProcessInfo, Profile, ProfileSample, TargetProfile
@@ -141,4 +141,4 @@ def _trim(sample: ProfileSample) -> ProfileSample:
     labels = tuple((k, v) for k, v in sample.labels if k in SAMPLE_LABELS)
     if labels == sample.labels:
         return sample
-    return replace(sample, labels=labels)
+    return ProfileSample(sample.stack, sample.count, labels, sample.num_labels, sample.process)

@@ -70,8 +70,8 @@ class Pipeline:
                     written += 1
                 except OSError as exc:  # a full disk must not stop sampling
                     log.warning("disk exporter could not write a profile: %s", exc)
-            for remote in self.remotes:
-                remote.export(target)
+        for remote in self.remotes:
+            remote.export_all(split.targets)
         self.last_targets = len(split.targets)
         self.telemetry.record_interval(profile, processes, len(split.targets), split.dropped_by_rules,
                                        {"disk": written} if self.disk is not None else {})

@@ -1,19 +1,20 @@
 """OTLP profiles exporter: ``POST {url}/v1development/profiles`` (``application/x-protobuf``).
 
-Stage: exporter. In: ``TargetProfile`` values. Out: per target (per part when over the limits)
-one ``ExportProfilesServiceRequest`` built with the ``opentelemetry-proto`` package's generated
-classes: a dictionary (mapping, location, function, string, attribute, stack tables, index 0 the
-zero value of each), one ResourceProfiles with the resource attributes the OTel eBPF profiler
-uses (``service.name``, ``host.name``, ``container.id``, ``process.pid``,
-``process.executable.path``, ``process.executable.name``, then the target's other labels), one
-Profile: sample type samples/count, period type cpu/nanoseconds, period 1e9/frequency; each
-sample's ``thread.name`` attribute is its comm; mappings carry
-``process.executable.build_id.gnu``.
+Stage: exporter. In: ``TargetProfile`` values. Out: an interval's targets (split into parts
+when over the limits) batched into ``ExportProfilesServiceRequest`` values built with the
+``opentelemetry-proto`` package's generated classes: one dictionary per request (mapping,
+location, function, string, attribute, stack tables; index 0 the zero value of each), one
+ResourceProfiles per target with the resource attributes the OTel eBPF profiler uses
+(``service.name``, ``host.name``, ``container.id``, ``process.pid``, ``process.executable.path``,
+``process.executable.name``, then the target's other labels), one Profile: sample type
+samples/count, period type cpu/nanoseconds, period 1e9/frequency; each sample's ``thread.name``
+attribute is its comm; mappings carry ``process.executable.build_id.gnu``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2 as service_pb
@@ -24,13 +25,14 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from agent.config import RemoteConfig
 from agent.delivery import Payload
 from agent.exporters.remote import RemoteExporter
-from agent.exporters.split import split_profile
+from agent.exporters.split import split_samples
 from agent.model import FrameKind, Module, Profile, Symbolized, TargetProfile
 from agent.pprof import KERNEL_MODULE
 
 __all__ = ["OTLP_PATH", "OtlpExporter", "build_request"]
 
 OTLP_PATH = "/v1development/profiles"
+BATCH_SAMPLES = 16_000  # samples per request; an interval's targets share one request up to this
 _RENAMED = {"service_name": "service.name", "host": "host.name", "container_id": "container.id",
             "exe": "process.executable.path"}
 
@@ -122,9 +124,15 @@ def _resource(target: TargetProfile) -> Any:
     return resource_pb2.Resource(attributes=attributes)
 
 
-def build_request(target: TargetProfile, part: Profile) -> Any:
-    """The ``ExportProfilesServiceRequest`` of one target (or one part of it)."""
+def build_request(parts: Sequence[tuple[TargetProfile, Profile]]) -> Any:
+    """One ``ExportProfilesServiceRequest`` for targets (or parts of them), sharing one dictionary."""
     dictionary = _Dictionary()
+    resource_profiles = [_resource_profiles(dictionary, target, part) for target, part in parts]
+    return service_pb.ExportProfilesServiceRequest(resource_profiles=resource_profiles,
+                                                   dictionary=dictionary.finish())
+
+
+def _resource_profiles(dictionary: _Dictionary, target: TargetProfile, part: Profile) -> Any:
     string = dictionary.string
     profile = pb.Profile(
         sample_type=pb.ValueType(type_strindex=string("samples"), unit_strindex=string("count")),
@@ -140,9 +148,7 @@ def build_request(target: TargetProfile, part: Profile) -> Any:
         profile.samples.add(stack_index=stack, values=[sample.count], attribute_indices=attrs)
     scope = pb.ScopeProfiles(scope=common_pb2.InstrumentationScope(name="hostflame", version="0.1.0"),
                              profiles=[profile])
-    resource_profiles = pb.ResourceProfiles(resource=_resource(target), scope_profiles=[scope])
-    return service_pb.ExportProfilesServiceRequest(resource_profiles=[resource_profiles],
-                                                   dictionary=dictionary.finish())
+    return pb.ResourceProfiles(resource=_resource(target), scope_profiles=[scope])
 
 
 class OtlpExporter(RemoteExporter):
@@ -151,9 +157,25 @@ class OtlpExporter(RemoteExporter):
     def __init__(self, remote: RemoteConfig) -> None:
         super().__init__(remote, remote.url.rstrip("/") + OTLP_PATH, "application/x-protobuf")
 
-    def encode(self, target: TargetProfile) -> list[Payload]:
-        parts = split_profile(target.profile)
-        service = target.label("service_name")
-        return [Payload(body=build_request(target, part).SerializeToString(),
-                        description=f"{service} ({target.key}) part {i}/{len(parts)}")
-                for i, (part, _raw) in enumerate(parts, start=1)]
+    def encode(self, targets: Sequence[TargetProfile]) -> list[Payload]:
+        """Targets batched into requests of at most ``BATCH_SAMPLES`` samples (parts of at most 16 000 samples)."""
+        payloads = []
+        batch: list[tuple[TargetProfile, Profile]] = []
+        count = 0
+        for target in targets:
+            for part in split_samples(target.profile):
+                if batch and count + len(part.samples) > BATCH_SAMPLES:
+                    payloads.append(self._payload(batch))
+                    batch, count = [], 0
+                batch.append((target, part))
+                count += len(part.samples)
+        if batch:
+            payloads.append(self._payload(batch))
+        return payloads
+
+    @staticmethod
+    def _payload(batch: list[tuple[TargetProfile, Profile]]) -> Payload:
+        names = [t.label("service_name") for t, _ in batch]
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        return Payload(body=build_request(batch).SerializeToString(), description=f"{len(batch)} profiles ({shown})",
+                       profiles=len(batch))

@@ -1,16 +1,19 @@
 """Pyroscope exporter: the push API (connect unary, ``application/proto``) or legacy ``/ingest``.
 
 Stage: exporter. In: ``TargetProfile`` values. Out: per target (per part, when over the server's
-limits), one ``POST {url}/push.v1.PusherService/Push`` whose ``PushRequest`` holds one series:
-labels ``__name__="process_cpu"`` plus the target's labels, one ``RawSample`` (gzip pprof, a
-UUID4 ``ID``); or with ``api = "ingest"`` one ``POST {url}/ingest?name=SERVICE{k=v,...}&from=
-&until=&format=pprof&sampleRate=HZ&spyName=hostflame`` with the gzip pprof as the body.
+limits) one series in a ``POST {url}/push.v1.PusherService/Push`` (a ``PushRequest``): labels
+``__name__="process_cpu"`` plus the target's labels, one ``RawSample`` (gzip pprof, a UUID4
+``ID``); an interval's series are batched into requests of up to 4 MiB of profiles. With
+``api = "ingest"``: one ``POST {url}/ingest?name=SERVICE{k=v,...}&from=&until=&format=pprof
+&sampleRate=HZ&spyName=hostflame`` per target part, the gzip pprof as the body.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from agent.config import RemoteConfig
 from agent.delivery import Payload
@@ -25,6 +28,7 @@ __all__ = ["PUSH_PATH", "PyroscopeExporter", "ingest_name"]
 PUSH_PATH = "/push.v1.PusherService/Push"
 INGEST_PATH = "/ingest"
 METRIC_NAME = "process_cpu"
+MAX_REQUEST_BYTES = 4 * 2**20  # series are batched into one PushRequest up to this many profile bytes
 _INGEST_UNSAFE = re.compile(r"[{}=,]")
 
 
@@ -47,24 +51,43 @@ class PyroscopeExporter(RemoteExporter):
         else:
             super().__init__(remote, base + PUSH_PATH, "application/proto", {"Connect-Protocol-Version": "1"})
 
-    def encode(self, target: TargetProfile) -> list[Payload]:
-        parts = split_profile(target.profile)
-        service = target.label("service_name")
-        payloads = []
-        for i, (part, raw) in enumerate(parts, start=1):
-            body = gzip_pprof(raw)
-            what = f"{service} ({target.key}) part {i}/{len(parts)}"
-            if self.api == "ingest":
-                start_s = part.start_ns // 1_000_000_000
-                until_s = (part.start_ns + part.duration_ns) // 1_000_000_000
-                params = (("name", ingest_name(target)), ("from", str(start_s)), ("until", str(max(until_s, start_s))),
-                          ("format", "pprof"), ("sampleRate", str(part.frequency_hz)), ("spyName", "hostflame"))
-                payloads.append(Payload(body=body, description=what, params=params))
-                continue
-            series = pb.RawProfileSeries(
-                labels=[pb.LabelPair(name="__name__", value=METRIC_NAME)]
-                + [pb.LabelPair(name=k, value=v) for k, v in target.labels],
-                samples=[pb.RawSample(raw_profile=body, ID=str(uuid.uuid4()))],
-            )
-            payloads.append(Payload(body=pb.PushRequest(series=[series]).SerializeToString(), description=what))
+    def encode(self, targets: Sequence[TargetProfile]) -> list[Payload]:
+        if self.api == "ingest":
+            return [p for t in targets for p in self._ingest(t)]
+        payloads: list[Payload] = []
+        batch: list[Any] = []
+        names: list[str] = []
+        size = 0
+        for target in targets:
+            labels = [pb.LabelPair(name="__name__", value=METRIC_NAME)]
+            labels += [pb.LabelPair(name=k, value=v) for k, v in target.labels]
+            for _part, raw in split_profile(target.profile):
+                body = gzip_pprof(raw)
+                if batch and size + len(body) > MAX_REQUEST_BYTES:
+                    payloads.append(_push_payload(batch, names))
+                    batch, names, size = [], [], 0
+                batch.append(pb.RawProfileSeries(labels=labels, samples=[pb.RawSample(raw_profile=body,
+                                                                                      ID=str(uuid.uuid4()))]))
+                names.append(target.label("service_name"))
+                size += len(body)
+        if batch:
+            payloads.append(_push_payload(batch, names))
         return payloads
+
+    def _ingest(self, target: TargetProfile) -> list[Payload]:
+        payloads = []
+        parts = split_profile(target.profile)
+        for i, (part, raw) in enumerate(parts, start=1):
+            start_s = part.start_ns // 1_000_000_000
+            until_s = max(start_s, (part.start_ns + part.duration_ns) // 1_000_000_000)
+            params = (("name", ingest_name(target)), ("from", str(start_s)), ("until", str(until_s)),
+                      ("format", "pprof"), ("sampleRate", str(part.frequency_hz)), ("spyName", "hostflame"))
+            what = f"{target.label('service_name')} ({target.key}) part {i}/{len(parts)}"
+            payloads.append(Payload(body=gzip_pprof(raw), description=what, params=params))
+        return payloads
+
+
+def _push_payload(series: list[Any], names: list[str]) -> Payload:
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return Payload(body=pb.PushRequest(series=series).SerializeToString(),
+                   description=f"{len(series)} profiles ({shown})", profiles=len(series))

@@ -7,7 +7,7 @@ costs only the encoding and never waits on the network.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from agent.config import RemoteConfig
 from agent.delivery import Delivery, DeliveryStats, Payload, RetryPolicy
@@ -28,11 +28,16 @@ class RemoteExporter:
                              max_age_s=remote.max_age_s)
         self.delivery = Delivery(self.name, self.transport.post, remote.queue_bytes, policy)
 
-    def encode(self, target: TargetProfile) -> list[Payload]:
+    def encode(self, targets: Sequence[TargetProfile]) -> list[Payload]:
+        """The requests that carry ``targets`` (batched where the API allows)."""
         raise NotImplementedError
 
     def export(self, target: TargetProfile) -> None:
-        for payload in self.encode(target):
+        self.export_all([target])
+
+    def export_all(self, targets: Sequence[TargetProfile]) -> None:
+        """One interval's targets: encoded here, sent by the delivery thread."""
+        for payload in self.encode(targets):
             self.delivery.offer(payload)
 
     def stats(self) -> DeliveryStats:

@@ -16,6 +16,14 @@ MAX_SAMPLES = 16_000
 MAX_UNCOMPRESSED_BYTES = 4 * 2**20
 
 
+def split_samples(profile: Profile, max_samples: int = MAX_SAMPLES) -> list[Profile]:
+    """Parts of at most ``max_samples`` samples (for formats that do not need the pprof's size)."""
+    samples = profile.samples
+    if len(samples) <= max_samples:
+        return [profile]
+    return [replace(profile, samples=samples[i:i + max_samples]) for i in range(0, len(samples), max_samples)]
+
+
 def split_profile(profile: Profile, max_samples: int = MAX_SAMPLES,
                   max_bytes: int = MAX_UNCOMPRESSED_BYTES) -> list[tuple[Profile, bytes]]:
     """(part, its raw pprof) for each part, in sample order; one part when within the limits."""

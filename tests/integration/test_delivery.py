@@ -100,6 +100,21 @@ def test_pyroscope_push_sends_one_labelled_series_with_a_valid_pprof(tmp_path: P
     assert (stats.produced, stats.sent, sum(stats.dropped.values())) == (1, 1, 0)
 
 
+def test_an_intervals_targets_share_one_request_and_are_counted_one_by_one() -> None:
+    two = make_profile(sample(WORK, MAIN, count=3, pid=1, comm="a"), sample(MAIN, count=2, pid=2, comm="b"))
+    targets = Targeter().split(two).targets
+    with fake_server() as server, fake_server() as otlp_server:
+        exporters = [PyroscopeExporter(remote(server.url)), OtlpExporter(remote(otlp_server.url))]
+        for exporter in exporters:
+            exporter.export_all(targets)
+        stats = [exporter.close(5) for exporter in exporters]
+    (req,) = server.requests
+    assert sorted(s.labels["service_name"] for s in decode_push(req.body)) == ["a", "b"]
+    (otlp_req,) = otlp_server.requests
+    assert len(decode_otlp(otlp_req.body).resource_profiles) == 2
+    assert [(s.produced, s.sent) for s in stats] == [(2, 2), (2, 2)]
+
+
 @pytest.mark.parametrize(("settings", "header", "value"), [
     ({"basic_auth_user": "123456", "basic_auth_password": "glc_token"}, "Authorization",
      "Basic " + base64.b64encode(b"123456:glc_token").decode()),
@@ -171,11 +186,13 @@ def test_a_profile_over_the_sample_limit_is_split_and_nothing_is_lost(tmp_path: 
         exporter = PyroscopeExporter(remote(server.url))
         exporter.export(one_target(big))
         stats = exporter.close(30)
-    # THEN two requests arrived, each within the limits, and pprof counts every sample once
-    assert len(server.requests) == 2 and stats.sent == 2
+    # THEN two profiles arrived (batched in one request), each within the limits, and pprof
+    # counts every sample once
+    pushed = [series for req in server.requests for series in decode_push(req.body)]
+    assert len(pushed) == 2 and stats.sent == 2
     total = 0
-    for i, req in enumerate(server.requests):
-        (series,) = decode_push(req.body)
+    for i, series in enumerate(pushed):
+        assert series.labels["pid"] == "7"
         path = pprof_of(tmp_path, series.profiles[0], f"part{i}.pb.gz")
         part = traces(pprof_tool, path)
         assert len(part) <= 16_000
@@ -275,7 +292,7 @@ def test_503_for_60_s_then_recovery_keeps_memory_bounded_and_accounts_for_everyt
     target = one_target(one_process(large_profile(2000, seed=3)))
     with fake_server(script) as server:
         exporter = PyroscopeExporter(remote(server.url, queue_bytes=cap, max_backoff_s=2.0))
-        payload_bytes = len(exporter.encode(target)[0].body)
+        payload_bytes = len(exporter.encode([target])[0].body)
         peak_queue = 0
         stop = threading.Event()
 

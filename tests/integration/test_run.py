@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import HOSTFLAME, pprof_traces
+from tests.integration.conftest import HOSTFLAME, pprof_traces, stop_with_sigterm
 
 pytestmark = [pytest.mark.bpf, pytest.mark.root, pytest.mark.slow]
 
@@ -30,10 +29,7 @@ def test_run_writes_each_interval_and_flushes_on_sigterm(
         time.sleep(1.0)  # half an interval: the partial one
         before = set(export.glob("*.pb.gz"))
         # WHEN it gets SIGTERM mid-interval
-        sent = time.monotonic()
-        daemon.send_signal(signal.SIGTERM)
-        _, err = daemon.communicate(timeout=10)
-        took = time.monotonic() - sent
+        err, took = stop_with_sigterm(daemon, timeout=10)
     finally:
         if daemon.poll() is None:
             daemon.kill()
