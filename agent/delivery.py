@@ -92,6 +92,7 @@ class Delivery:
         self._bytes = 0
         self._cond = threading.Condition()
         self._closing = False
+        self._abandoned = False  # close() gave up on the request in flight and counted it
         self._deadline = float("inf")
         self._in_flight = self._queued = 0  # profiles
         self._produced = self._sent = self._retries = 0
@@ -141,6 +142,10 @@ class Delivery:
             self._cond.notify_all()
         self._thread.join(max(0.0, grace_s) + 0.5)
         with self._cond:
+            if self._thread.is_alive() and self._in_flight:  # a request still out: given up, counted once
+                self._dropped["shutdown"] += self._in_flight
+                self._in_flight = 0
+                self._abandoned = True
             while self._queue:
                 old = self._queue.popleft()
                 self._bytes -= len(old.body)
@@ -171,6 +176,8 @@ class Delivery:
                 self._in_flight = payload.profiles
             cause = self._deliver(payload)
             with self._cond:
+                if self._abandoned:
+                    return
                 self._in_flight = 0
                 if cause is None:
                     self._sent += payload.profiles

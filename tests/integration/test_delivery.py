@@ -282,9 +282,9 @@ def test_tls_with_the_ca_file_is_trusted(self_signed: tuple[Path, Path]) -> None
 
 @pytest.mark.slow
 def test_503_for_60_s_then_recovery_keeps_memory_bounded_and_accounts_for_everything() -> None:
-    # GIVEN a server answering 503 for its first 60 s, and a 1 MiB queue cap
+    # GIVEN a server answering 503 for its first 60 s, and a 2 MiB queue cap
     outage_s = 60.0
-    cap = 2**20
+    cap = 2 * 2**20
 
     def script(_n: int, t: float) -> tuple[int, dict[str, str]]:
         return (503, {}) if t < outage_s else (200, {})
@@ -322,3 +322,18 @@ def test_503_for_60_s_then_recovery_keeps_memory_bounded_and_accounts_for_everyt
     # AND every profile is accounted for
     assert stats.produced == stats.sent + sum(stats.dropped.values())
     assert stats.sent == len(server.ok()) and stats.retries > 10
+
+
+def test_close_gives_up_on_a_request_still_in_flight_and_counts_it_once() -> None:
+    # GIVEN a request stuck on a server that never answers, with a long per-request timeout
+    with fake_server(lambda _n, _t: None) as server:
+        exporter = PyroscopeExporter(remote(server.url, timeout_s=30.0))
+        exporter.export(one_target())
+        assert wait_for(lambda: len(server.requests) == 1, 10)
+        # WHEN the exporter closes with a 1 s grace period
+        started = time.monotonic()
+        stats = exporter.close(1.0)
+        took = time.monotonic() - started
+    # THEN it returns in time and the profile is dropped (shutdown), not left in flight
+    assert took < 2.5
+    assert (stats.produced, stats.sent, stats.dropped["shutdown"], stats.in_flight) == (1, 0, 1, 0)
