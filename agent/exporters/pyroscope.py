@@ -10,6 +10,7 @@ limits) one series in a ``POST {url}/push.v1.PusherService/Push`` (a ``PushReque
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -28,8 +29,26 @@ __all__ = ["PUSH_PATH", "PyroscopeExporter", "ingest_name"]
 PUSH_PATH = "/push.v1.PusherService/Push"
 INGEST_PATH = "/ingest"
 METRIC_NAME = "process_cpu"
+MAX_LABELS = 30  # Pyroscope's default max_label_names_per_series
+_warned_labels = False
+log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 4 * 2**20  # series are batched into one PushRequest up to this many profile bytes
 _INGEST_UNSAFE = re.compile(r"[{}=,]")
+
+
+def series_labels(target: TargetProfile) -> list[tuple[str, str]]:
+    """``__name__``, ``service_name``, then the other labels by name, at most ``MAX_LABELS`` in all
+    (the server refuses a series with more); a warning names the labels left out."""
+    others = [(k, v) for k, v in target.labels if k != "service_name"]
+    kept = [("__name__", METRIC_NAME), ("service_name", target.label("service_name", "unknown"))]
+    room = MAX_LABELS - len(kept)
+    if len(others) > room:
+        global _warned_labels  # noqa: PLW0603 (one warning per process)
+        if not _warned_labels:
+            _warned_labels = True
+            log.warning("target %s has %d labels; Pyroscope takes %d: leaving out %s (drop some with relabel rules)",
+                        target.key, len(others) + len(kept), MAX_LABELS, ", ".join(k for k, _ in others[room:]))
+    return kept + others[:room]
 
 
 def ingest_name(target: TargetProfile) -> str:
@@ -59,8 +78,7 @@ class PyroscopeExporter(RemoteExporter):
         names: list[str] = []
         size = 0
         for target in targets:
-            labels = [pb.LabelPair(name="__name__", value=METRIC_NAME)]
-            labels += [pb.LabelPair(name=k, value=v) for k, v in target.labels]
+            labels = [pb.LabelPair(name=k, value=v) for k, v in series_labels(target)]
             for _part, raw in split_profile(target.profile):
                 body = gzip_pprof(raw)
                 if batch and size + len(body) > MAX_REQUEST_BYTES:

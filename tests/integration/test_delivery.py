@@ -337,3 +337,12 @@ def test_close_gives_up_on_a_request_still_in_flight_and_counts_it_once() -> Non
     # THEN it returns in time and the profile is dropped (shutdown), not left in flight
     assert took < 2.5
     assert (stats.produced, stats.sent, stats.dropped["shutdown"], stats.in_flight) == (1, 0, 1, 0)
+
+
+def test_pyroscope_series_keep_at_most_30_labels_name_and_service_first() -> None:
+    from agent.exporters.pyroscope import series_labels
+
+    many = Targeter(static_labels=tuple((f"k{i:02}", "v") for i in range(40))).split(workload_profile()).targets[0]
+    labels = series_labels(many)
+    assert len(labels) == 30
+    assert labels[:2] == [("__name__", "process_cpu"), ("service_name", "server")]
