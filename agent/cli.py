@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from agent.config import DEFAULT_EXPORT_DIR, DEFAULT_FREQUENCY_HZ, DEFAULT_INTERVAL_S, RecordConfig, RunConfig
+from agent.config import DEFAULT_EXPORT_DIR, DEFAULT_FREQUENCY_HZ, DEFAULT_INTERVAL_S, RecordConfig
 from agent.errors import EXIT_OK, EXIT_RUNTIME, HostflameError, UsageError
 
 log = logging.getLogger("hostflame")
@@ -50,14 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--top", type=int, default=15, metavar="N",
                      help="print the N hottest functions (default 15, 0 for none)")
 
-    run = sub.add_parser("run", help="profile continuously, one profile per interval")
-    run.add_argument("--interval", type=_positive_float, default=DEFAULT_INTERVAL_S, metavar="S",
+    run = sub.add_parser("run", help="profile continuously, one profile per target per interval",
+                         description="Settings: defaults < --config FILE (TOML) < HOSTFLAME_* environment < flags.")
+    run.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="TOML settings file (see packaging/hostflame.example.toml)")
+    run.add_argument("--interval", type=_positive_float, default=None, metavar="S",
                      help=f"seconds per profile (default {DEFAULT_INTERVAL_S:g})")
-    run.add_argument("--frequency", type=int, default=DEFAULT_FREQUENCY_HZ, metavar="HZ",
+    run.add_argument("--frequency", type=int, default=None, metavar="HZ",
                      help=f"samples per second per CPU (default {DEFAULT_FREQUENCY_HZ})")
-    run.add_argument("--export-dir", type=Path, default=DEFAULT_EXPORT_DIR, metavar="DIR",
-                     help=f"where pprof files go (default {DEFAULT_EXPORT_DIR})")
-    run.add_argument("--duration", type=_positive_float, default=0.0, metavar="S",
+    run.add_argument("--export-dir", type=Path, default=None, metavar="DIR",
+                     help=f"write pprof files here (default {DEFAULT_EXPORT_DIR} when no other exporter is set)")
+    run.add_argument("--pyroscope-url", default=None, metavar="URL", help="push profiles to this Pyroscope server")
+    run.add_argument("--otlp-url", default=None, metavar="URL", help="send OTLP profiles to this endpoint")
+    run.add_argument("--label", action="append", default=[], metavar="K=V",
+                     help="static label on every target (repeatable)")
+    run.add_argument("--metrics-addr", default=None, metavar="HOST:PORT",
+                     help="serve Prometheus /metrics here (default: off)")
+    run.add_argument("--duration", type=_positive_float, default=None, metavar="S",
                      help="stop after S seconds (default: run until SIGTERM or SIGINT)")
 
     sub.add_parser("check", help="preflight: can this host run hostflame?")
@@ -85,8 +95,9 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = RunConfig(interval_s=args.interval, frequency_hz=args.frequency, export_dir=args.export_dir,
-                       duration_s=args.duration)
+    from agent.settings import load_run_config
+
+    config = load_run_config(args.config, os.environ, vars(args))
     config.validate()
     from agent.daemon import run
 

@@ -37,7 +37,7 @@ _KERNEL_STACK_LOST = {
 }
 _NO_USER_STACK = placeholder("[missing user stack]")
 
-SampleKey = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, int], ...], tuple[Symbolized, ...]]
+SampleKey = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, int], ...], tuple[Symbolized, ...], int, int]
 
 
 class Collector:
@@ -45,6 +45,7 @@ class Collector:
         self._registry = registry
         self._symbolizer = symbolizer
         self._counts: dict[SampleKey, int] = {}
+        self._processes: dict[tuple[int, int], ProcessInfo] = {}  # (pid, incarnation) seen this interval
 
     def add(self, drained: Iterable[DrainedSample]) -> None:
         merged: dict[tuple[int, int, str, tuple[int, ...], tuple[int, ...], int, int], int] = {}
@@ -55,7 +56,8 @@ class Collector:
         for (pid, incarnation, comm, user, kernel, user_err, kernel_err), count in merged.items():
             info = self._registry.lookup(pid, incarnation, comm)
             stack = self._kernel_part(kernel, kernel_err) + self._user_part(info, user, user_err, kernel)
-            key = (self._labels(info, comm), (("pid", pid),), stack)
+            self._processes[(pid, incarnation)] = info
+            key = (self._labels(info, comm), (("pid", pid),), stack, pid, incarnation)
             self._counts[key] = self._counts.get(key, 0) + count
         self._registry.end_drain()
 
@@ -63,9 +65,10 @@ class Collector:
              counters: dict[str, int]) -> Profile:
         """The samples gathered since the last take, as one Profile; starts a new interval."""
         counts, self._counts = self._counts, {}
+        processes, self._processes = self._processes, {}
         samples = tuple(
-            ProfileSample(stack=stack, count=n, labels=labels, num_labels=num)
-            for (labels, num, stack), n in counts.items()
+            ProfileSample(stack=stack, count=n, labels=labels, num_labels=num, process=processes[(pid, inc)])
+            for (labels, num, stack, pid, inc), n in counts.items()
         )
         return Profile(samples=samples, frequency_hz=frequency_hz, start_ns=start_ns,
                        duration_ns=duration_ns, host=host, counters=dict(counters))

@@ -20,6 +20,7 @@ __all__ = [
     "Profile",
     "ProfileSample",
     "Symbolized",
+    "TargetProfile",
 ]
 
 
@@ -51,6 +52,7 @@ class ProfileSample:
     count: int
     labels: tuple[tuple[str, str], ...]  # string labels: comm, container_id, ...
     num_labels: tuple[tuple[str, int], ...] = ()  # numeric labels: pid
+    process: ProcessInfo | None = field(default=None, compare=False)  # whose stack: for targets and labels
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,16 @@ class Profile:
     @property
     def total_samples(self) -> int:
         return sum(s.count for s in self.samples)
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    """One target's share of an interval (a container, a systemd service or a process) with its
+    series labels after relabelling (``service_name`` always set, no ``__``-prefixed names)."""
+
+    labels: tuple[tuple[str, str], ...]
+    profile: Profile
+    key: str  # "container:<id>", "systemd:<unit>" or "process:<pid>": stable across intervals
+
+    def label(self, name: str, default: str = "") -> str:
+        return dict(self.labels).get(name, default)

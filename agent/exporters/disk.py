@@ -1,9 +1,10 @@
 """Disk exporter: one gzip-compressed pprof file per profile in a directory.
 
 Stage: exporter. In: ``agent.model.Profile`` values. Out: files named
-``hostflame-<UTC start, 20231114T221320Z>-<host>.pb.gz`` (``-1``, ``-2``... appended when a
-name is taken, as with several targets in one interval), written atomically. With ``max_files``
-the oldest of its own files beyond that many are removed after each write.
+``hostflame-<UTC start, 20231114T221320Z>-<host>[-<service_name>].pb.gz`` (``-1``, ``-2``...
+appended when a name is taken), written atomically. Retention, applied to its own files after
+each write: ``max_files`` (newest kept), ``max_age_s`` (older files removed) and
+``max_total_bytes`` (oldest removed until the directory's hostflame files fit).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from agent.errors import UsageError
 from agent.exporters.files import OutputError, write_atomic
-from agent.model import Profile
+from agent.model import Profile, TargetProfile
 from agent.pprof import build_pprof
 
 __all__ = ["DiskExporter", "file_name"]
@@ -28,22 +29,27 @@ SUFFIX = ".pb.gz"
 _UNSAFE_HOST = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def file_name(profile: Profile, attempt: int = 0) -> str:
+def file_name(profile: Profile, attempt: int = 0, service: str = "") -> str:
     """The file name for ``profile``; ``attempt`` > 0 gives the alternatives when it is taken."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(profile.start_ns // 1_000_000_000))
     host = _UNSAFE_HOST.sub("_", profile.host).strip("._") or "unknown"
+    tag = _UNSAFE_HOST.sub("_", service).strip("._")
     extra = f"-{attempt}" if attempt else ""
-    return f"{PREFIX}{stamp}-{host}{extra}{SUFFIX}"
+    return f"{PREFIX}{stamp}-{host}{'-' + tag if tag else ''}{extra}{SUFFIX}"
 
 
 class DiskExporter:
     """Writes each profile it is given as a new pprof file in ``directory``."""
 
-    def __init__(self, directory: str | os.PathLike[str], max_files: int | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike[str], max_files: int | None = None,
+                 max_age_s: float = 0.0, max_total_bytes: int = 0) -> None:
         self.directory = Path(directory)
         if max_files is not None and max_files < 1:
             raise UsageError(f"max_files must be at least 1, not {max_files}")
         self.max_files = max_files
+        self.max_age_s = max_age_s
+        self.max_total_bytes = max_total_bytes
+        self.written = 0
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -51,30 +57,55 @@ class DiskExporter:
             error.errno = exc.errno
             raise error from exc
 
-    def export(self, profile: Profile) -> None:
-        self.write(profile)
+    def export(self, profile: Profile | TargetProfile) -> None:
+        if isinstance(profile, TargetProfile):
+            self.write(profile.profile, profile.label("service_name"))
+        else:
+            self.write(profile)
 
-    def write(self, profile: Profile) -> Path:
+    def write(self, profile: Profile, service: str = "") -> Path:
         """Write ``profile``; returns the new file's path."""
         attempt = 0
-        path = self.directory / file_name(profile)
+        path = self.directory / file_name(profile, service=service)
         while path.exists():  # one writer per directory: the check and the replace cannot race
             attempt += 1
-            path = self.directory / file_name(profile, attempt)
+            path = self.directory / file_name(profile, attempt, service)
         write_atomic(path, build_pprof(profile))
-        if self.max_files is not None:
-            self._prune(self.max_files)
+        self.written += 1
+        if self.max_files is not None or self.max_age_s > 0 or self.max_total_bytes > 0:
+            self._prune(keep=path)
         return path
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 0.0) -> None:
         """Nothing is held open between exports."""
 
-    def _prune(self, keep: int) -> None:
-        ours = [p for p in self.directory.iterdir() if p.name.startswith(PREFIX) and p.name.endswith(SUFFIX)]
-        if len(ours) <= keep:
-            return
-        ours.sort(key=lambda p: (p.stat().st_mtime_ns, p.name))
-        for old in ours[: len(ours) - keep]:
+    def _prune(self, keep: Path) -> None:
+        """Apply the retention limits to our own files; the file just written (``keep``) stays."""
+        ours = []
+        for p in self.directory.iterdir():
+            if p.name.startswith(PREFIX) and p.name.endswith(SUFFIX):
+                try:
+                    st = p.stat()
+                except FileNotFoundError:
+                    continue
+                ours.append((st.st_mtime_ns, p.name, st.st_size, p))
+        ours.sort()  # oldest first
+        doomed: list[Path] = []
+        if self.max_files is not None and len(ours) > self.max_files:
+            doomed.extend(p for *_, p in ours[: len(ours) - self.max_files])
+        if self.max_age_s > 0:
+            cutoff = time.time_ns() - int(self.max_age_s * 1e9)
+            doomed.extend(p for mtime, _, _, p in ours if mtime < cutoff)
+        if self.max_total_bytes > 0:
+            total = sum(size for _, _, size, _ in ours)
+            for _, _, size, p in ours:
+                if total <= self.max_total_bytes:
+                    break
+                doomed.append(p)
+                total -= size
+        for old in dict.fromkeys(doomed):
+            if old == keep:
+                continue
             try:
                 old.unlink()
             except FileNotFoundError:

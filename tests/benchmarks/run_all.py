@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tests.benchmarks import attribution, run_overhead, viewer, vs_bcc
+from tests.benchmarks import attribution, delivery, run_overhead, viewer, vs_bcc
 from tests.benchmarks.common import PPROF, Settings, machine
 from tests.benchmarks.output import say, write_result
 
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     vs_bcc.NAME: vs_bcc.run,
     run_overhead.NAME: run_overhead.run,
     viewer.NAME: viewer.run,
+    delivery.NAME: delivery.run,
 }
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,3 +130,17 @@ class Recording:
         out, _ = self.proc.communicate(timeout=timeout)
         self._reader.join(5)
         return self.proc.returncode, out, "".join(self.stderr_lines)
+
+
+def stop_with_sigterm(daemon: subprocess.Popen[str], timeout: float = 20) -> tuple[str, float]:
+    """SIGTERM ``daemon`` and wait for it (killed if it outlives ``timeout``): its stderr and
+    the seconds it took to exit."""
+    sent = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        _, err = daemon.communicate(timeout=timeout)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    return err, time.monotonic() - sent

@@ -2,53 +2,52 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import HOSTFLAME, pprof_traces
+from tests.integration.conftest import HOSTFLAME, pprof_traces, stop_with_sigterm
 
 pytestmark = [pytest.mark.bpf, pytest.mark.root, pytest.mark.slow]
 
 
 def test_run_writes_each_interval_and_flushes_on_sigterm(
-    workload: subprocess.Popen[bytes], tmp_path: Path, pprof_tool: Path
+    workload: subprocess.Popen[bytes], split_exe: Path, tmp_path: Path, pprof_tool: Path
 ) -> None:
-    # GIVEN the daemon with a 2 s interval
+    # GIVEN the daemon with a 2 s interval, writing one file per target per interval
     export = tmp_path / "profiles" / "nested"
     daemon = subprocess.Popen([str(HOSTFLAME), "run", "--interval", "2", "--export-dir", str(export)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ours = f"*-{split_exe.name}.pb.gz"  # the workload's target: service_name is its executable's name
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(export.glob("*.pb.gz"))) < 2:
+        while time.monotonic() < deadline and len(list(export.glob(ours))) < 2:
             assert daemon.poll() is None, daemon.communicate()[1]
             time.sleep(0.2)
-        assert len(list(export.glob("*.pb.gz"))) >= 2
+        assert len(list(export.glob(ours))) >= 2
         time.sleep(1.0)  # half an interval: the partial one
-        before = set(export.glob("*.pb.gz"))
+        before = set(export.glob(ours))
         # WHEN it gets SIGTERM mid-interval
-        sent = time.monotonic()
-        daemon.send_signal(signal.SIGTERM)
-        _, err = daemon.communicate(timeout=10)
-        took = time.monotonic() - sent
+        err, took = stop_with_sigterm(daemon, timeout=10)
     finally:
         if daemon.poll() is None:
             daemon.kill()
-    # THEN it exits 0 within 5 s, having written the partial interval too
+    # THEN it exits 0 within 5 s, having written the workload's partial interval too
     assert daemon.returncode == 0, err
     assert took < 5, took
-    files = sorted(export.glob("*.pb.gz"))
-    assert len(files) == len(before) + 1
-    # AND every file is a profile Google's pprof reads, the workload in each full interval
-    for f in files:
+    workload_files = sorted(export.glob(ours))
+    assert len(workload_files) == len(before) + 1
+    # AND every file is a profile Google's pprof reads; the workload's hold only the workload,
+    # its leaves under their callers
+    for f in sorted(export.glob("*.pb.gz")):
+        assert pprof_traces(pprof_tool, f), f
+    for f in workload_files:
         traces = pprof_traces(pprof_tool, f)
-        assert traces, f
-    full = files[1]
-    assert any(t.labels.get("pid") == [str(workload.pid)] and t.frames[0] in ("leaf_a", "leaf_b")
-               for t in pprof_traces(pprof_tool, full))
+        assert all(t.labels.get("pid") == [str(workload.pid)] for t in traces)
+    assert any(t.frames[0] in ("leaf_a", "leaf_b") and "main" in t.frames
+               for t in pprof_traces(pprof_tool, workload_files[1]))
     assert not list(export.glob("*.tmp*")) and not list(export.glob(".*"))
     # AND one summary line per interval was logged
     assert err.count("interval:") >= 2

@@ -1,0 +1,60 @@
+"""Disk exporter: one file per target per interval, retention by age and by total size."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from agent.exporters.disk import DiskExporter
+from agent.labels import Targeter
+from agent.model import TargetProfile
+from tests.profile_factory import APP, make_profile, sample, sym
+
+MAIN = sym(APP.start + 0x10, APP, "main")
+
+
+def target(service: str, start_s: int = 1_700_000_000) -> TargetProfile:
+    profile = make_profile(sample(MAIN, count=5, comm=service))
+    (t,) = Targeter().split(replace(profile, start_ns=start_s * 1_000_000_000)).targets
+    return t
+
+
+def test_files_are_named_after_the_target(tmp_path: Path) -> None:
+    exporter = DiskExporter(tmp_path)
+    exporter.export(target("api"))
+    exporter.export(target("db"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "hostflame-20231114T221320Z-node-1-api.pb.gz", "hostflame-20231114T221320Z-node-1-db.pb.gz"]
+
+
+def test_files_older_than_max_age_are_removed(tmp_path: Path) -> None:
+    # GIVEN two of our files aged 2 h and 10 min and a file that is not ours, aged 2 h
+    exporter = DiskExporter(tmp_path, max_age_s=3600)
+    old = exporter.write(target("a").profile, "old")
+    recent = exporter.write(replace(target("a").profile, start_ns=1_700_000_100 * 10**9), "recent")
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("keep me")
+    now = time.time()
+    os.utime(old, (now - 7200, now - 7200))
+    os.utime(recent, (now - 600, now - 600))
+    os.utime(foreign, (now - 7200, now - 7200))
+    # WHEN another profile is written
+    new = exporter.write(replace(target("a").profile, start_ns=1_700_000_200 * 10**9), "new")
+    # THEN only our file past the age limit is gone
+    assert sorted(tmp_path.iterdir()) == sorted([recent, new, foreign])
+
+
+def test_oldest_files_go_when_the_total_size_is_over_the_limit(tmp_path: Path) -> None:
+    one = DiskExporter(tmp_path).write(target("x").profile, "probe")
+    size = one.stat().st_size
+    one.unlink()
+    exporter = DiskExporter(tmp_path, max_total_bytes=3 * size)
+    paths = []
+    for i in range(6):
+        path = exporter.write(replace(target("x").profile, start_ns=(1_700_000_000 + i) * 10**9), "svc")
+        os.utime(path, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))  # strictly increasing ages
+        paths.append(path)
+    assert sorted(tmp_path.iterdir()) == paths[3:]
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) <= 3 * size
