@@ -37,6 +37,7 @@ def record(config: RecordConfig) -> int:
                 session.tick(remaining)
             ended = time.monotonic()
             sampler.detach()
+            log.info("sampling stopped; symbolizing and writing")
             session.final_drain()
         finally:
             signal.signal(signal.SIGINT, previous)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,9 +53,18 @@ def hostflame(*args: str, timeout: float = 120, env: dict[str, str] | None = Non
 
 
 @pytest.fixture
-def workload(split_exe: Path) -> Iterator[subprocess.Popen[bytes]]:
+def workload_exe(split_exe: Path, tmp_path: Path) -> Path:
+    """A copy of the split program under a name of its own (its comm, exe and service_name),
+    so nothing else running on the host, another test's workload included, shares its target."""
+    exe = tmp_path / f"sp{secrets.token_hex(4)}"
+    shutil.copy2(split_exe, exe)
+    return exe
+
+
+@pytest.fixture
+def workload(workload_exe: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The known-split program, running for the test's duration."""
-    proc = subprocess.Popen([str(split_exe), "60"])
+    proc = subprocess.Popen([str(workload_exe), "60"])
     yield proc
     proc.kill()
     proc.wait()
@@ -106,12 +117,16 @@ def pprof_traces(pprof_tool: Path, profile: Path) -> list[Trace]:
 
 class Recording:
     """`hostflame record` started in the background; ``wait_sampling`` returns once BPF is
-    attached (the log says "sampling"), so a test can start a workload inside the window."""
+    attached (the log says "sampling"), so a test can start a workload inside the window.
+    With ``watch_pid``, the CPU seconds that process had used are read the moment the log
+    says sampling started and stopped: ``watched_cpu_s`` is its CPU time while sampled."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, watch_pid: int = 0):
         self.proc = subprocess.Popen([str(HOSTFLAME), "record", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.stderr_lines: list[str] = []
+        self._watch_pid = watch_pid
+        self._cpu_marks: list[float] = []
         self._sampling = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -120,16 +135,32 @@ class Recording:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.stderr_lines.append(line)
-            if "sampling" in line:
+            if "sampling stopped" in line or ("sampling" in line and not self._sampling.is_set()):
+                if self._watch_pid:
+                    self._cpu_marks.append(cpu_seconds(self._watch_pid))
                 self._sampling.set()
+
+    @property
+    def watched_cpu_s(self) -> float:
+        assert len(self._cpu_marks) == 2, self._cpu_marks
+        return self._cpu_marks[1] - self._cpu_marks[0]
 
     def wait_sampling(self, timeout: float = 60) -> None:
         assert self._sampling.wait(timeout), "".join(self.stderr_lines)
 
     def finish(self, timeout: float = 120) -> tuple[int, str, str]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        self._reader.join(5)
+        # Not communicate(): it would read stderr too, racing the reader thread for its lines.
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        self.proc.wait(timeout)
+        self._reader.join(timeout)
         return self.proc.returncode, out, "".join(self.stderr_lines)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_with_sigterm(daemon: subprocess.Popen[str], timeout: float = 20) -> tuple[str, float]:

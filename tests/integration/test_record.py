@@ -29,12 +29,10 @@ def test_known_split_is_named_under_its_callers_in_ratio(
     # WHEN the whole host is recorded for 5 s at 997 Hz: ~5000 samples of the workload put
     # three standard deviations of the measured ratio within the +-10 % the test allows
     recording = Recording("--duration", "5", "--frequency", "997", "-o", str(out), "-o", str(folded),
-                          "-o", str(html))
-    recording.wait_sampling()
-    cpu_before = _cpu_seconds(workload.pid)
+                          "-o", str(html), watch_pid=workload.pid)
     code, stdout, stderr = recording.finish()
-    cpu_used = _cpu_seconds(workload.pid) - cpu_before
     assert code == 0, stderr
+    cpu_used = recording.watched_cpu_s
     # THEN Google's pprof finds both leaves under dispatch and main, in a 3:1 ratio (+-10 %)
     traces = [t for t in pprof_traces(pprof_tool, out) if t.labels.get("pid") == [str(workload.pid)]]
     a = samples_with(traces, "leaf_a", ["dispatch", "main"])
@@ -42,7 +40,7 @@ def test_known_split_is_named_under_its_callers_in_ratio(
     assert b > 0, f"leaf_b not found: {traces[:5]}"
     assert 3 * 0.9 <= a / b <= 3 * 1.1, (a, b)
     # AND the workload got a sample for nearly every 1/997 s of CPU it used while sampled
-    # (its CPU time is read from /proc before sampling and after the recording ended)
+    # (its CPU time is read from /proc when the log says sampling started and stopped)
     assert a + b >= 0.9 * cpu_used * 997, (a + b, cpu_used)
     # AND the folded file tells the same story, rooted at the comm
     lines = folded.read_text().splitlines()
@@ -60,11 +58,6 @@ def test_known_split_is_named_under_its_callers_in_ratio(
 def _comm(proc: subprocess.Popen[bytes]) -> str:
     return Path(f"/proc/{proc.pid}/comm").read_text().strip()
 
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_samples_taken_equal_samples_attributed_plus_counted_losses(
@@ -87,17 +80,20 @@ def test_a_process_that_exits_before_the_drain_is_still_named(
 ) -> None:
     # GIVEN a recording under way
     out = tmp_path / "p.pb.gz"
-    recording = Recording("--duration", "3", "--top", "0", "-o", str(out))
+    recording = Recording("--duration", "3", "--frequency", "499", "--top", "0", "-o", str(out))
     recording.wait_sampling()
     # WHEN a program that lives 0.3 s runs and exits well before the recording ends
     short = subprocess.Popen([str(short_lived_exe), "0.3"])
-    assert short.wait(5) == 0
+    _, status, usage = os.wait4(short.pid, 0)
+    short.returncode = os.waitstatus_to_exitcode(status)
+    assert short.returncode == 0
+    short_cpu_s = usage.ru_utime + usage.ru_stime
     code, _, err = recording.finish()
     assert code == 0, err
     # THEN its frames are named, under main, and carry its pid
     traces = [t for t in pprof_traces(pprof_tool, out) if t.labels.get("pid") == [str(short.pid)]]
     named = samples_with(traces, "short_lived_spin", ["main"])
-    assert named >= 0.5 * 0.3 * 99, traces
+    assert named >= 0.5 * short_cpu_s * 499, (named, short_cpu_s, traces[:3])
 
 
 def test_pid_filter_records_only_that_process(

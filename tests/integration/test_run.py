@@ -14,13 +14,13 @@ pytestmark = [pytest.mark.bpf, pytest.mark.root, pytest.mark.slow]
 
 
 def test_run_writes_each_interval_and_flushes_on_sigterm(
-    workload: subprocess.Popen[bytes], split_exe: Path, tmp_path: Path, pprof_tool: Path
+    workload: subprocess.Popen[bytes], workload_exe: Path, tmp_path: Path, pprof_tool: Path
 ) -> None:
     # GIVEN the daemon with a 2 s interval, writing one file per target per interval
     export = tmp_path / "profiles" / "nested"
     daemon = subprocess.Popen([str(HOSTFLAME), "run", "--interval", "2", "--export-dir", str(export)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ours = f"*-{split_exe.name}.pb.gz"  # the workload's target: service_name is its executable's name
+    ours = f"*-{workload_exe.name}.pb.gz"  # the workload's target: service_name is its executable's name
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(list(export.glob(ours))) < 2:

@@ -29,7 +29,7 @@ def _wait(cond: object, timeout: float, daemon: subprocess.Popen[str]) -> None:
 
 
 def test_run_pushes_labelled_targets_to_pyroscope_otlp_and_disk(
-    workload: subprocess.Popen[bytes], split_exe: Path, tmp_path: Path, pprof_tool: Path
+    workload: subprocess.Popen[bytes], workload_exe: Path, tmp_path: Path, pprof_tool: Path
 ) -> None:
     metrics_port = free_port()
     export = tmp_path / "profiles"
@@ -62,8 +62,8 @@ def test_run_pushes_labelled_targets_to_pyroscope_otlp_and_disk(
     assert len(pyro.requests) > before
     # AND the workload is its own process target with the series labels of one
     labels, _ = split_series()[1]  # a full interval
-    assert labels == {"__name__": "process_cpu", "service_name": split_exe.name, "host": socket.gethostname(),
-                      "pid": str(workload.pid), "exe": str(split_exe), "env": "it"}
+    assert labels == {"__name__": "process_cpu", "service_name": workload_exe.name, "host": socket.gethostname(),
+                      "pid": str(workload.pid), "exe": str(workload_exe), "env": "it"}
     # AND Google's pprof reads every embedded profile of the workload: only its pid, leaves under
     # main, at most 99 samples/s of one thread, and over all intervals the workload's 3:1 split
     leaf = {"leaf_a": 0, "leaf_b": 0}
@@ -89,12 +89,12 @@ def test_run_pushes_labelled_targets_to_pyroscope_otlp_and_disk(
             attrs = {a.key: (a.value.string_value or a.value.int_value) for a in rp.resource.attributes}
             if attrs.get("process.pid") == workload.pid:
                 found = True
-                assert attrs["service.name"] == split_exe.name
-                assert attrs["process.executable.path"] == str(split_exe)
-                assert attrs["process.executable.name"] == split_exe.name
+                assert attrs["service.name"] == workload_exe.name
+                assert attrs["process.executable.path"] == str(workload_exe)
+                assert attrs["process.executable.name"] == workload_exe.name
     assert found
     # AND disk holds one file per target per interval, named after the service
-    assert list(export.glob(f"hostflame-*-{split_exe.name}*.pb.gz"))
+    assert list(export.glob(f"hostflame-*-{workload_exe.name}*.pb.gz"))
     # AND the metrics endpoint counted the deliveries, and the log has one summary per interval
     assert 'hostflame_profiles_sent_total{exporter="pyroscope"}' in metrics
     assert "hostflame_samples_total" in metrics and "hostflame_queue_bytes" in metrics
