@@ -1,4 +1,4 @@
-"""Command line: ``hostflame record | run | check``; the only place that wires every stage.
+"""Command line: ``hostflame record | run | check | symbolize``; the only place that wires every stage.
 
 Exit status: 0 success, 1 runtime failure, 2 usage error (see agent/errors.py). Every
 failure is one line on stderr, no traceback, and no partial output file.
@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop after S seconds (default: run until SIGTERM or SIGINT)")
 
     sub.add_parser("check", help="preflight: can this host run hostflame?")
+
+    sym = sub.add_parser("symbolize", help="name ELF addresses from stdin, in addr2line -a -f -i -C's layout")
+    sym.add_argument("-e", "--exe", required=True, metavar="FILE", help="the ELF file the addresses belong to")
+    sym.add_argument("-a", "--addresses", action="store_true", help="print each address first")
+    sym.add_argument("-f", "--functions", action="store_true", help="print function names")
+    sym.add_argument("-i", "--inlines", action="store_true", help="print inlined callers too")
+    sym.add_argument("--cache-dir", metavar="DIR", default=None,
+                     help="persistent symbol cache (default: none, every run parses DWARF)")
     return parser
 
 
@@ -91,7 +99,14 @@ def _check(_args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_RUNTIME
 
 
-COMMANDS = {"record": _record, "run": _run, "check": _check}
+def _symbolize(args: argparse.Namespace) -> int:
+    from agent.symbolize_cmd import run_symbolize
+
+    return run_symbolize(args.exe, addresses=args.addresses, functions=args.functions, inlines=args.inlines,
+                         cache_dir=args.cache_dir)
+
+
+COMMANDS = {"record": _record, "run": _run, "check": _check, "symbolize": _symbolize}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

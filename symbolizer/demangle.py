@@ -1,0 +1,61 @@
+"""Symbolizer stage: linker (mangled) names in, readable names out.
+
+In: a symbol name as ELF or DWARF spells it. Out: the demangled name, or the name unchanged
+when it is not mangled or cannot be demangled. C++ (Itanium ``_Z``) and Rust legacy mangling
+(``_ZN...17h<hash>E``, an Itanium-compatible form) go through libstdc++'s ``__cxa_demangle``
+(ctypes); Rust legacy names lose their ``::h<hash>`` suffix, as rustfilt and addr2line print
+them. Rust v0 (``_R``) names are returned unchanged: no demangler for them is installed here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import re
+from typing import Any
+
+MAX_NAME = 4096  # longer names are left as they are (the demangler's cost grows with them)
+_RUST_HASH = re.compile(r"::h[0-9a-f]{16}$")
+
+
+@functools.cache
+def _cxa_demangle() -> tuple[Any, Any] | None:
+    for name in ("libstdc++.so.6", ctypes.util.find_library("stdc++")):
+        if not name:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+            libc = ctypes.CDLL(None)
+        except OSError:
+            continue
+        fn = lib.__cxa_demangle
+        fn.restype = ctypes.c_void_p
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+        free = libc.free
+        free.restype = None
+        free.argtypes = [ctypes.c_void_p]
+        return fn, free
+    return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def demangle(name: str) -> str:
+    """The readable form of ``name``; ``name`` itself when it is not an Itanium/Rust-legacy name."""
+    if not name.startswith("_Z") or len(name) > MAX_NAME:
+        return name
+    functions = _cxa_demangle()
+    if functions is None:
+        return name
+    cxa_demangle, free = functions
+    status = ctypes.c_int()
+    raw = cxa_demangle(name.encode("utf-8", "replace"), None, None, ctypes.byref(status))
+    if not raw or status.value != 0:
+        return name
+    try:
+        text = ctypes.string_at(raw).decode("utf-8", "replace")
+    finally:
+        free(raw)
+    if name.startswith("_ZN") and name.endswith("E") and _RUST_HASH.search(text):
+        text = _RUST_HASH.sub("", text)
+    return text

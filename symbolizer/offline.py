@@ -1,0 +1,81 @@
+"""Symbolizer stage: one ELF file named offline, address by address (``hostflame symbolize``).
+
+In: a path to an ELF file, ``elf_vaddr``s, and optionally a persistent cache directory. Out:
+per address the frames innermost first, as (demangled function, mangled function, file, line,
+discriminator): DWARF when the file (or its separate debug file) has it, else the symbol
+table; the outermost function's name comes from the symbol table when DWARF has none.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from symbolizer.debuginfo import DebugLocator
+from symbolizer.demangle import demangle
+from symbolizer.diskcache import CacheDir
+from symbolizer.dwarf import DwarfIndex
+from symbolizer.elf import read_elf_info
+from symbolizer.files import open_regular
+from symbolizer.loader import TableLoader
+from symbolizer.source import SourceDiskCache, SourceLines, open_dwarf
+
+MAX_FILE_SIZE = 4 << 30
+MAX_CACHE_BYTES = 1 << 30
+
+
+class NamedFrame(NamedTuple):
+    function: str  # demangled; "" when unknown
+    system_name: str  # as the linker spells it
+    file: str  # "" when unknown
+    line: int  # 0 when unknown
+    discriminator: int = 0
+
+
+class FileSymbolizer:
+    """Names ELF virtual addresses of one file; ``close`` writes new answers to the cache."""
+
+    def __init__(self, path: str, cache_dir: str | None = None,
+                 debug_roots: tuple[str, ...] = ("/usr/lib/debug",)) -> None:
+        """Raises ``SymbolizerError`` (or ``OSError``) when the file cannot be read as ELF."""
+        fd = open_regular(path, MAX_FILE_SIZE)
+        try:
+            info = read_elf_info(fd)
+            locator = DebugLocator(debug_roots)
+            self._table, _complete = TableLoader(1, locator).build(fd, info, os.path.abspath(path))
+            self._build_id = info.build_id
+            self._disk = None
+            if cache_dir:
+                self._disk = SourceDiskCache(CacheDir(os.path.join(cache_dir, "dwarf"), MAX_CACHE_BYTES))
+            cached = self._disk.read(info.build_id) if self._disk is not None else {}
+            dup = os.dup(fd)
+
+            def opener() -> DwarfIndex | None:
+                try:
+                    return open_dwarf(dup, info, os.path.abspath(path), -1, locator)
+                finally:
+                    os.close(dup)
+
+            self._lines = SourceLines(cached, opener)
+        finally:
+            os.close(fd)
+
+    def frames(self, elf_vaddr: int) -> tuple[NamedFrame, ...] | None:
+        """Innermost first; None when nothing names the address."""
+        source = self._lines.lookup(elf_vaddr)
+        symbol = self._table.lookup(elf_vaddr) or ""
+        if not source:
+            return (NamedFrame(demangle(symbol), symbol, "", 0),) if symbol else None
+        if not symbol and not source[-1].function:
+            symbol = self._table.nearest(elf_vaddr) or ""
+        out = []
+        last = len(source) - 1
+        for position, frame in enumerate(source):
+            mangled = frame.function or (symbol if position == last else "")
+            out.append(NamedFrame(demangle(mangled), mangled, frame.file, frame.line, frame.discriminator))
+        return tuple(out)
+
+    def close(self) -> None:
+        if self._disk is not None and self._lines.new:
+            self._disk.write(self._build_id, self._lines.answers)
+        self._lines.close()

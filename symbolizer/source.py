@@ -1,0 +1,146 @@
+"""Symbolizer stage: a binary's source view - DWARF opened once, its answers kept on disk.
+
+In: a binary's fd and ``ElfInfo`` (plus where it was mapped and its process root, to find a
+separate debug file). Out: a ``SourceLines`` answering ``lookup(elf_vaddr)`` with
+``SourceFrame``s innermost first (see ``symbolizer.dwarf``), or None when neither the binary
+nor its debug file carries DWARF (or libdw is missing).
+
+Persistence: ``SourceDiskCache`` keeps, per build-id, every address already resolved
+(``<build-id hex>.dwarf``, one record of ``symbolizer.diskcache``, JSON inside, checked
+field by field before use). A restarted agent or a second ``hostflame symbolize`` run answers
+those addresses without opening DWARF; a new address opens it lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from symbolizer.debuginfo import DebugLocator
+from symbolizer.diskcache import CacheDir, CacheMiss, decode_record, encode_record
+from symbolizer.dwarf import DwarfIndex, SourceFrame
+from symbolizer.elf import ElfInfo
+from symbolizer.libdw import DwarfFile, load_libdw
+
+KIND_SOURCE = 3
+SOURCE_VERSION = b"dwarf-v1:"
+MAX_FILE_SIZE = 256 << 20
+MAX_BUILD_ID_SIZE = 64
+MAX_DWARF_FILE_SIZE = 4 << 30
+
+Frames = tuple[SourceFrame, ...] | None
+
+
+def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLocator | None) -> DwarfIndex | None:
+    """DWARF of the binary itself, else of its separate debug file; None when neither has any."""
+    lib = load_libdw()
+    if lib is None or info.file_size > MAX_DWARF_FILE_SIZE:
+        return None
+    try:
+        return DwarfIndex(DwarfFile(lib, fd))
+    except ValueError:
+        pass
+    if locator is None:
+        return None
+    debug = locator.find(fd, info, path, root_fd)
+    if debug is None:
+        return None
+    try:
+        return DwarfIndex(DwarfFile(lib, debug.fd))  # libdw maps the file: the fd may close
+    except ValueError:
+        return None
+    finally:
+        debug.close()
+
+
+class SourceLines:
+    """Answers for one build-id: from the disk cache first, else from DWARF opened on demand."""
+
+    def __init__(self, cached: dict[int, Frames], opener: Callable[[], DwarfIndex | None]) -> None:
+        self.answers = cached
+        self._opener: Callable[[], DwarfIndex | None] | None = opener
+        self._index: DwarfIndex | None = None
+        self.new: dict[int, Frames] = {}
+
+    @property
+    def has_dwarf(self) -> bool:
+        return bool(self.answers) or self._open() is not None
+
+    def _open(self) -> DwarfIndex | None:
+        if self._opener is not None:
+            self._index = self._opener()
+            self._opener = None
+        return self._index
+
+    def lookup(self, elf_vaddr: int) -> Frames:
+        if elf_vaddr in self.answers:
+            return self.answers[elf_vaddr]
+        index = self._open()
+        if index is None:
+            return None
+        frames = index.lookup(elf_vaddr)
+        self.answers[elf_vaddr] = frames
+        self.new[elf_vaddr] = frames
+        return frames
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        self._opener = None
+
+
+class SourceDiskCache:
+    """Per build-id answers on disk; events counted in ``cache.counters`` (``dwarf_*``)."""
+
+    def __init__(self, cache: CacheDir) -> None:
+        self.cache = cache
+
+    def read(self, build_id: bytes) -> dict[int, Frames]:
+        if not 0 < len(build_id) <= MAX_BUILD_ID_SIZE:
+            return {}
+        try:
+            data = self.cache.read(f"{build_id.hex()}.dwarf", MAX_FILE_SIZE)
+            sections = decode_record(data, KIND_SOURCE, SOURCE_VERSION + build_id)
+            if len(sections) != 1:
+                raise CacheMiss("corrupt", "wrong sections")
+            answers = _decode(bytes(sections[0]))
+        except CacheMiss as miss:
+            self.cache.count(f"dwarf_{miss.reason}")
+            return {}
+        self.cache.count("dwarf_hits")
+        return answers
+
+    def write(self, build_id: bytes, answers: dict[int, Frames]) -> None:
+        if not 0 < len(build_id) <= MAX_BUILD_ID_SIZE:
+            return
+        blob = json.dumps(
+            [[addr, None if frames is None else [list(frame) for frame in frames]] for addr, frames in answers.items()],
+            separators=(",", ":"),
+        ).encode()
+        if self.cache.write(f"{build_id.hex()}.dwarf", encode_record(KIND_SOURCE, SOURCE_VERSION + build_id, [blob])):
+            self.cache.count("dwarf_writes")
+
+
+def _decode(blob: bytes) -> dict[int, Frames]:
+    try:
+        rows = json.loads(blob)
+    except ValueError as err:
+        raise CacheMiss("corrupt", "not JSON") from err
+    if not isinstance(rows, list):
+        raise CacheMiss("corrupt", "not a list")
+    out: dict[int, Frames] = {}
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], int)):
+            raise CacheMiss("corrupt", "bad row")
+        if row[1] is None:
+            out[row[0]] = None
+            continue
+        frames = []
+        for frame in row[1]:
+            if not (isinstance(frame, list) and len(frame) == 4 and isinstance(frame[0], str)
+                    and isinstance(frame[1], str) and isinstance(frame[2], int) and isinstance(frame[3], int)):
+                raise CacheMiss("corrupt", "bad frame")
+            frames.append(SourceFrame(frame[0], frame[1], frame[2], frame[3]))
+        out[row[0]] = tuple(frames)
+    return out
