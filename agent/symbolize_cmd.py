@@ -3,7 +3,8 @@
 In: the file (``-e``), flags as ``addr2line -a -f -i -C`` takes them, hex addresses one per
 line (``0x`` optional). Out: per address, with ``--addresses`` the address as ``0x%016x``;
 then per frame (only the innermost without ``--inlines``) the demangled function (with
-``--functions``, ``??`` when unknown) and ``file:line`` (``??:0`` when unknown, with
+``--functions``, ``??`` when unknown) and ``file:line`` (``??:0`` when nothing names the address, ``??:?`` for a
+function without a line, with
 `` (discriminator N)`` as addr2line prints it). A line that is not hex is echoed back, as
 addr2line does.
 """
@@ -15,7 +16,8 @@ from typing import TextIO
 
 from agent.errors import HostflameError
 from symbolizer.errors import SymbolizerError
-from symbolizer.offline import FileSymbolizer, NamedFrame
+from symbolizer.offline import FileSymbolizer
+from symbolizer.source import NamedFrame
 
 
 def run_symbolize(path: str, *, addresses: bool, functions: bool, inlines: bool, cache_dir: str | None,
@@ -57,6 +59,6 @@ def run_symbolize(path: str, *, addresses: bool, functions: bool, inlines: bool,
 
 def _location(frame: NamedFrame) -> str:
     if not frame.file:
-        return "??:0" if not frame.line else f"??:{frame.line}"
+        return "??:0" if not frame.function else "??:?"
     suffix = f" (discriminator {frame.discriminator})" if frame.discriminator else ""
     return f"{frame.file}:{frame.line if frame.line else '?'}{suffix}"

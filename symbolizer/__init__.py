@@ -26,9 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from symbolizer.addr import elf_vaddr_of, file_offset_of
+from symbolizer.cache import TableKey, table_key
 from symbolizer.debuginfo import DebugLocator
 from symbolizer.diskcache import CacheDir
-from symbolizer.elf import read_elf_info
+from symbolizer.elf import ElfInfo, read_elf_info
 from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.files import DELETED_SUFFIX
 from symbolizer.kernel import KernelSymbolizer
@@ -36,6 +37,7 @@ from symbolizer.kernel_cache import KallsymsCache
 from symbolizer.loader import Binary, TableLoader
 from symbolizer.model import Frame, FrameKind, Mapping, Module, Symbolized
 from symbolizer.pins import FileEntry, FileKey, PinnedFiles
+from symbolizer.source import SourceDiskCache, SourceLines, name_source_frames, open_dwarf
 from symbolizer.table_cache import SymtabDiskCache
 
 __all__ = [
@@ -127,6 +129,11 @@ class Symbolizer:
             ]
             kernel_cache = KallsymsCache(self._cache_dirs[0], kallsyms_path, proc_root)
             table_cache = SymtabDiskCache(self._cache_dirs[1])
+            self._cache_dirs.append(CacheDir(os.path.join(cache_dir, "dwarf"), max_cache_bytes))
+        self._source_disk = SourceDiskCache(self._cache_dirs[2]) if cache_dir is not None else None
+        self._sources: dict[TableKey, SourceLines | None] = {}
+        self._source_build_ids: dict[TableKey, bytes] = {}
+        self._max_binaries = max_binaries
         self._pins = PinnedFiles(proc_root, max_binaries, HOST_ROOT)
         self._loader = TableLoader(max_binaries, DebugLocator(debug_roots, HOST_ROOT), table_cache)
         self._results: dict[tuple[FileKey, int], tuple[Frame, ...] | None] = {}
@@ -148,6 +155,7 @@ class Symbolizer:
         failures so they are retried. Call once per interval."""
         self._pins.forget_unused()
         self._drop_pid_indexes()
+        self._flush_sources()
 
     def _drop_pid_indexes(self) -> None:
         self._pids.clear()
@@ -157,6 +165,7 @@ class Symbolizer:
         """Close every pinned fd (at shutdown). Parsed binaries stay; files not yet parsed will
         be reopened through proc_root if needed, which fails once their process has exited."""
         self._pins.close()
+        self._flush_sources()
 
     # ----- user stacks ---------------------------------------------------------------------
 
@@ -261,7 +270,8 @@ class Symbolizer:
                     self._count_failure(Cause.NO_SYMBOLS)
                 else:
                     self._loaded += 1
-            entry.binary = Binary(info.build_id, info.loads, loaded.table)
+            entry.binary = Binary(info.build_id, info.loads, loaded.table,
+                                  self._source_lines(entry.fd, info, mapping.path, entry.root_fd))
         except SymbolizerError as err:
             entry.failure = err.cause
             self._count_failure(err.cause)
@@ -271,6 +281,34 @@ class Symbolizer:
             self._count_failure(Cause.INTERNAL)
         finally:
             self._pins.release(mapping.file_key, entry)
+
+    def _source_lines(self, fd: int, info: ElfInfo, path: str, root_fd: int) -> SourceLines | None:
+        """The binary's DWARF answers, shared per build-id (else file identity); None without DWARF."""
+        key = table_key(info.build_id, info.identity)
+        if key in self._sources:
+            return self._sources[key]
+        cached = self._source_disk.read(info.build_id) if self._source_disk is not None else {}
+        index = open_dwarf(fd, info, path, root_fd, self._loader.locator)
+        lines = SourceLines(cached, lambda: index) if cached or index is not None else None
+        if len(self._sources) >= self._max_binaries:
+            self._flush_sources()
+            for old in self._sources.values():
+                if old is not None:
+                    old.close()
+            self._sources.clear()
+        self._sources[key] = lines
+        if lines is not None:
+            self._source_build_ids[key] = info.build_id
+        return lines
+
+    def _flush_sources(self) -> None:
+        """Write the DWARF answers found since the last flush to the disk cache."""
+        if self._source_disk is None:
+            return
+        for key, lines in self._sources.items():
+            if lines is not None and lines.new:
+                self._source_disk.write(self._source_build_ids.get(key, b""), lines.answers)
+                lines.new.clear()
 
     def _count_failure(self, cause: Cause) -> None:
         self._pins.count_failure(cause)
@@ -314,8 +352,15 @@ def _name_frames(binary: Binary, file_offset: int) -> tuple[Frame, ...] | None:
     elf_vaddr = elf_vaddr_of(file_offset, binary.loads)
     if elf_vaddr is None:
         return None
-    name = binary.table.lookup(elf_vaddr)
-    return None if name is None else (Frame(function=name),)
+    source = binary.lines.lookup(elf_vaddr) if binary.lines is not None else None
+    named = name_source_frames(source, binary.table, elf_vaddr, prefer_symbol=True)
+    if named is None:
+        return None
+    return tuple(
+        Frame(function=f.function or "[unknown]", system_name=f.system_name if f.system_name != f.function else "",
+              file=f.file, line=f.line)
+        for f in named
+    )
 
 
 def _placeholder(mapping: Mapping, addr: int) -> tuple[Frame, ...]:

@@ -22,6 +22,7 @@ from symbolizer.cache import LruCache, TableKey, table_key
 from symbolizer.debuginfo import DebugLocator, DebugSymbols
 from symbolizer.elf import ElfInfo, LoadSegment
 from symbolizer.errors import SymbolizerError
+from symbolizer.source import SourceLines
 from symbolizer.symtab import SymbolTable, build_symbol_table
 from symbolizer.table_cache import SymtabDiskCache
 
@@ -33,6 +34,7 @@ class Binary:
     build_id: bytes
     loads: tuple[LoadSegment, ...]
     table: SymbolTable
+    lines: SourceLines | None = None  # DWARF answers, when the binary or its debug file has any
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,27 +9,17 @@ table; the outermost function's name comes from the symbol table when DWARF has 
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from symbolizer.debuginfo import DebugLocator
-from symbolizer.demangle import demangle
 from symbolizer.diskcache import CacheDir
 from symbolizer.dwarf import DwarfIndex
 from symbolizer.elf import read_elf_info
 from symbolizer.files import open_regular
 from symbolizer.loader import TableLoader
-from symbolizer.source import SourceDiskCache, SourceLines, open_dwarf
+from symbolizer.source import NamedFrame, SourceDiskCache, SourceLines, name_source_frames, open_dwarf
 
 MAX_FILE_SIZE = 4 << 30
 MAX_CACHE_BYTES = 1 << 30
-
-
-class NamedFrame(NamedTuple):
-    function: str  # demangled; "" when unknown
-    system_name: str  # as the linker spells it
-    file: str  # "" when unknown
-    line: int  # 0 when unknown
-    discriminator: int = 0
 
 
 class FileSymbolizer:
@@ -62,18 +52,7 @@ class FileSymbolizer:
 
     def frames(self, elf_vaddr: int) -> tuple[NamedFrame, ...] | None:
         """Innermost first; None when nothing names the address."""
-        source = self._lines.lookup(elf_vaddr)
-        symbol = self._table.lookup(elf_vaddr) or ""
-        if not source:
-            return (NamedFrame(demangle(symbol), symbol, "", 0),) if symbol else None
-        if not symbol and not source[-1].function:
-            symbol = self._table.nearest(elf_vaddr) or ""
-        out = []
-        last = len(source) - 1
-        for position, frame in enumerate(source):
-            mangled = frame.function or (symbol if position == last else "")
-            out.append(NamedFrame(demangle(mangled), mangled, frame.file, frame.line, frame.discriminator))
-        return tuple(out)
+        return name_source_frames(self._lines.lookup(elf_vaddr), self._table, elf_vaddr, nearest=True)
 
     def close(self) -> None:
         if self._disk is not None and self._lines.new:

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import NamedTuple
 
 from symbolizer.debuginfo import DebugLocator
+from symbolizer.demangle import demangle
 from symbolizer.diskcache import CacheDir, CacheMiss, decode_record, encode_record
 from symbolizer.dwarf import DwarfIndex, SourceFrame
 from symbolizer.elf import ElfInfo
 from symbolizer.libdw import DwarfFile, load_libdw
+from symbolizer.symtab import SymbolTable
 
 KIND_SOURCE = 3
 SOURCE_VERSION = b"dwarf-v1:"
@@ -29,6 +32,39 @@ MAX_BUILD_ID_SIZE = 64
 MAX_DWARF_FILE_SIZE = 4 << 30
 
 Frames = tuple[SourceFrame, ...] | None
+
+
+class NamedFrame(NamedTuple):
+    """A frame as shown: demangled function, the linker's name, file, line, discriminator."""
+
+    function: str  # "" when unknown
+    system_name: str
+    file: str  # "" when unknown
+    line: int  # 0 when unknown
+    discriminator: int = 0
+
+
+def name_source_frames(source: Frames, table: SymbolTable, elf_vaddr: int,
+                       prefer_symbol: bool = False, nearest: bool = False) -> tuple[NamedFrame, ...] | None:
+    """DWARF's frames completed by the symbol table (the outermost function's name when DWARF
+    has none, or always with ``prefer_symbol``: DWARF may name an alias, ``__GI_getpid`` for
+    ``getpid``), demangled; the symbol alone without DWARF; None when neither names it.
+    ``nearest``: name an address past a symbol's size by that symbol anyway, as addr2line does."""
+    symbol = table.lookup(elf_vaddr) or ""
+    if not symbol and nearest:
+        symbol = table.nearest(elf_vaddr) or ""
+    if not source:
+        return (NamedFrame(demangle(symbol), symbol, "", 0),) if symbol else None
+    if not symbol and not source[-1].function:
+        symbol = table.nearest(elf_vaddr) or ""
+    out = []
+    last = len(source) - 1
+    for position, frame in enumerate(source):
+        mangled = frame.function
+        if position == last and symbol and (prefer_symbol or not mangled):
+            mangled = symbol
+        out.append(NamedFrame(demangle(mangled), mangled, frame.file, frame.line, frame.discriminator))
+    return tuple(out)
 
 
 def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLocator | None) -> DwarfIndex | None:
