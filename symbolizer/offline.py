@@ -20,6 +20,7 @@ from symbolizer.source import NamedFrame, SourceDiskCache, SourceLines, name_sou
 
 MAX_FILE_SIZE = 4 << 30
 MAX_CACHE_BYTES = 1 << 30
+MAX_MEMO = 1 << 20
 
 
 class FileSymbolizer:
@@ -47,12 +48,19 @@ class FileSymbolizer:
                     os.close(dup)
 
             self._lines = SourceLines(cached, opener)
+            self._named: dict[int, tuple[NamedFrame, ...] | None] = {}
         finally:
             os.close(fd)
 
     def frames(self, elf_vaddr: int) -> tuple[NamedFrame, ...] | None:
         """Innermost first; None when nothing names the address."""
-        return name_source_frames(self._lines.lookup(elf_vaddr), self._table, elf_vaddr, nearest=True)
+        if elf_vaddr in self._named:
+            return self._named[elf_vaddr]
+        named = name_source_frames(self._lines.lookup(elf_vaddr), self._table, elf_vaddr, nearest=True)
+        if len(self._named) >= MAX_MEMO:
+            self._named.clear()
+        self._named[elf_vaddr] = named
+        return named
 
     def close(self) -> None:
         if self._disk is not None and self._lines.new:
