@@ -3,8 +3,8 @@
 In: for user stacks, a pid, that process's ``Mapping``s (from the registry) and the sampled
 addresses, leaf first; for kernel stacks, the addresses alone. Out: one ``Symbolized`` per
 address, in order, never dropped and never raised for: a frame the symbolizer cannot name is
-``module+0xFILE_OFFSET``, ``[unknown]``, ``[jit] 0xADDR`` or ``[kernel] 0xADDR``, and the cause
-is counted in ``Symbolizer.stats``.
+``module+0xFILE_OFFSET``, ``[unknown]``, ``[jit] 0xADDR`` (JIT code no perf map names, see
+``symbolizer.perfmap``) or ``[kernel] 0xADDR``; the cause is counted in ``Symbolizer.stats``.
 
 Life of a binary: ``pin_process`` opens each new executable file-backed mapping's file while
 the process lives (``symbolizer.pins``); the first ``symbolize_user`` needing it parses its
@@ -36,6 +36,7 @@ from symbolizer.kernel import KernelSymbolizer
 from symbolizer.kernel_cache import KallsymsCache
 from symbolizer.loader import Binary, TableLoader
 from symbolizer.model import Frame, FrameKind, Mapping, Module, Symbolized
+from symbolizer.perfmap import PerfMaps
 from symbolizer.pins import FileEntry, FileKey, PinnedFiles
 from symbolizer.source import SourceDiskCache, SourceLines, name_source_frames, open_dwarf
 from symbolizer.table_cache import SymtabDiskCache
@@ -135,6 +136,7 @@ class Symbolizer:
         self._source_build_ids: dict[TableKey, bytes] = {}
         self._max_binaries = max_binaries
         self._pins = PinnedFiles(proc_root, max_binaries, HOST_ROOT)
+        self._perf_maps = PerfMaps(proc_root)
         self._loader = TableLoader(max_binaries, DebugLocator(debug_roots, HOST_ROOT), table_cache)
         self._results: dict[tuple[FileKey, int], tuple[Frame, ...] | None] = {}
         self._pids: dict[int, _PidIndex] = {}
@@ -156,6 +158,7 @@ class Symbolizer:
         self._pins.forget_unused()
         self._drop_pid_indexes()
         self._flush_sources()
+        self._perf_maps.forget()
 
     def _drop_pid_indexes(self) -> None:
         self._pids.clear()
@@ -209,7 +212,7 @@ class Symbolizer:
         if mapping is None or lookup >= mapping.end:
             return Symbolized(addr, FrameKind.UNKNOWN, None, UNKNOWN_FRAMES, False)
         if not mapping.is_file:
-            return self._symbolize_special(index, position, addr)
+            return self._symbolize_special(pid, index, position, addr, lookup)
         entry = self._entry(pid, mapping) if mapping.is_exec else None
         binary = entry.binary if entry is not None else None
         module = self._module(index, position, binary)
@@ -230,12 +233,15 @@ class Symbolizer:
             return Symbolized(addr, FrameKind.NATIVE, module, _placeholder(mapping, addr), False)
         return Symbolized(addr, FrameKind.NATIVE, module, frames, True)
 
-    def _symbolize_special(self, index: _PidIndex, position: int, addr: int) -> Symbolized:
+    def _symbolize_special(self, pid: int, index: _PidIndex, position: int, addr: int, lookup: int) -> Symbolized:
         mapping = index.ordered[position]
         module = self._module(index, position, None)
         if mapping.path in ("[vdso]", "[vsyscall]"):
             frames = (Frame(function=f"{mapping.path}+0x{addr - mapping.start:x}"),)
             return Symbolized(addr, FrameKind.NATIVE, module, frames, False)
+        name = self._perf_maps.lookup(pid, lookup)
+        if name is not None:
+            return Symbolized(addr, FrameKind.JIT, module, (Frame(function=name),), True)
         return Symbolized(addr, FrameKind.JIT, module, (Frame(function=f"[jit] 0x{addr:x}"),), False)
 
     def _module(self, index: _PidIndex, position: int, binary: Binary | None) -> Module:
