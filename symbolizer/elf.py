@@ -34,6 +34,7 @@ MAX_SECTION_NAMES_SIZE = 1 << 20  # the part of .shstrtab read to find .gnu_debu
 SHN_XINDEX = 0xFFFF
 DEBUGLINK_SECTION = b".gnu_debuglink"
 DEBUGDATA_SECTION = b".gnu_debugdata"
+GOPCLNTAB_SECTION = b".gopclntab"
 NT_GNU_BUILD_ID = 3
 PF_X = 1
 
@@ -85,6 +86,7 @@ class ElfInfo:
     machine: str = ""  # e_machine as pyelftools names it, e.g. "EM_X86_64"
     debuglink: SectionRange | None = None  # .gnu_debuglink: name and CRC32 of a separate debug file
     debugdata: SectionRange | None = None  # .gnu_debugdata: MiniDebugInfo, an xz-compressed ELF
+    gopclntab: SectionRange | None = None  # .gopclntab: a Go binary's function table
 
     @property
     def has_symtab(self) -> bool:
@@ -174,7 +176,7 @@ def _read_headers(fd: int, elf: ELFFile, st: os.stat_result) -> ElfInfo:
         sh = elf._get_section_header(index)  # the header only: no payload
         if sh["sh_type"] == "SHT_PROGBITS" and names:
             name = _name_at(names, sh["sh_name"])
-            if name in (DEBUGLINK_SECTION, DEBUGDATA_SECTION) and name not in named:
+            if name in (DEBUGLINK_SECTION, DEBUGDATA_SECTION, GOPCLNTAB_SECTION) and name not in named:
                 named[name] = SectionRange(sh["sh_offset"], sh["sh_size"])
         if sh["sh_type"] == "SHT_NOTE" and not build_id:
             notes = read_range(fd, sh["sh_offset"], min(sh["sh_size"], MAX_NOTES_SIZE), st.st_size)
@@ -205,6 +207,7 @@ def _read_headers(fd: int, elf: ELFFile, st: os.stat_result) -> ElfInfo:
         machine=str(elf["e_machine"]),
         debuglink=named.get(DEBUGLINK_SECTION),
         debugdata=named.get(DEBUGDATA_SECTION),
+        gopclntab=named.get(GOPCLNTAB_SECTION),
     )
 
 

@@ -9,6 +9,7 @@ when the library is missing: DWARF is then simply not used (frames keep their sy
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import functools
@@ -29,6 +30,7 @@ AT_CALL_LINE = 0x59
 AT_LINKAGE_NAME = 0x6E
 AT_MIPS_LINKAGE_NAME = 0x2007
 MAX_RANGES_PER_DIE = 4096
+MAX_CUS = 1 << 20
 
 
 class Die(ctypes.Structure):
@@ -52,6 +54,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "dwarf_end": (ctypes.c_int, [_P]),
     "dwarf_addrdie": (_DieP, [_P, _U64, _DieP]),
     "dwarf_offdie": (_DieP, [_P, _U64, _DieP]),
+    "dwarf_nextcu": (ctypes.c_int, [_P, _U64, ctypes.POINTER(_U64), ctypes.POINTER(ctypes.c_size_t), _P, _P, _P]),
     "dwarf_dieoffset": (_U64, [_DieP]),
     "dwarf_child": (ctypes.c_int, [_DieP, _DieP]),
     "dwarf_siblingof": (ctypes.c_int, [_DieP, _DieP]),
@@ -112,6 +115,7 @@ class DwarfFile:
         self._attr = Attribute()
         self._u64 = _U64()
         self._files: dict[int, tuple[str, ...]] = {}
+        self._cu_ranges: tuple[list[int], list[int], list[int]] | None = None
 
     def close(self) -> None:
         if self._dbg:
@@ -121,9 +125,29 @@ class DwarfFile:
     def cu_of(self, elf_vaddr: int) -> int | None:
         """The offset of the CU DIE whose ranges (.debug_aranges, else CU ranges) hold the address."""
         cu = Die()
-        if not self._lib.dwarf_addrdie(self._dbg, elf_vaddr, ctypes.byref(cu)):
-            return None
-        return int(self._lib.dwarf_dieoffset(ctypes.byref(cu)))
+        if self._lib.dwarf_addrdie(self._dbg, elf_vaddr, ctypes.byref(cu)):
+            return int(self._lib.dwarf_dieoffset(ctypes.byref(cu)))
+        # No .debug_aranges entry (Go writes none): the CUs' own ranges, indexed once.
+        if self._cu_ranges is None:
+            self._cu_ranges = self._index_cu_ranges()
+        starts, ends, offsets = self._cu_ranges
+        at = bisect.bisect_right(starts, elf_vaddr) - 1
+        return offsets[at] if at >= 0 and elf_vaddr < ends[at] else None
+
+    def _index_cu_ranges(self) -> tuple[list[int], list[int], list[int]]:
+        spans: list[tuple[int, int, int]] = []
+        offset, following, header = _U64(0), _U64(), ctypes.c_size_t()
+        for _ in range(MAX_CUS):
+            if self._lib.dwarf_nextcu(self._dbg, offset.value, ctypes.byref(following), ctypes.byref(header),
+                                      None, None, None) != 0:
+                break
+            cu_offset = offset.value + header.value
+            die = self.die(cu_offset)
+            if die is not None:
+                spans.extend((low, high, cu_offset) for low, high in self.ranges(die))
+            offset.value = following.value
+        spans.sort()
+        return [s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]
 
     def die(self, offset: int) -> Die | None:
         die = Die()
