@@ -78,7 +78,8 @@ class SymbolizerStats:
     (a candidate that does not exist is not counted). ``disk_cache``: persistent cache events
     ("kallsyms_hits", "kallsyms_absent" / "_stale" / "_corrupt", "kallsyms_writes", the same
     with "symtab_", "evicted", "write_errors", ...). ``kernel_load_s``: time the kernel
-    symbols took to load.
+    symbols took to load. ``dwarf_failed``: binaries whose DWARF was refused before libdw saw
+    it (``symbolizer.source.check_dwarf_sections``), by ``Cause`` value.
     """
 
     binaries_loaded: int
@@ -91,6 +92,7 @@ class SymbolizerStats:
     debug_failed: dict[str, int] = field(default_factory=dict)
     disk_cache: dict[str, int] = field(default_factory=dict)
     kernel_load_s: float = 0.0
+    dwarf_failed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -135,6 +137,7 @@ class Symbolizer:
         self._sources: dict[TableKey, SourceLines | None] = {}
         self._source_build_ids: dict[TableKey, bytes] = {}
         self._max_binaries = max_binaries
+        self._dwarf_failed: dict[str, int] = {}
         self._pins = PinnedFiles(proc_root, max_binaries, HOST_ROOT)
         self._perf_maps = PerfMaps(proc_root)
         self._loader = TableLoader(max_binaries, DebugLocator(debug_roots, HOST_ROOT), table_cache)
@@ -294,7 +297,11 @@ class Symbolizer:
         if key in self._sources:
             return self._sources[key]
         cached = self._source_disk.read(info.build_id) if self._source_disk is not None else {}
-        index = open_dwarf(fd, info, path, root_fd, self._loader.locator)
+        try:
+            index = open_dwarf(fd, info, path, root_fd, self._loader.locator)
+        except SymbolizerError as err:  # hostile DWARF: the symbol table still names the binary
+            self._dwarf_failed[err.cause.value] = self._dwarf_failed.get(err.cause.value, 0) + 1
+            index = None
         lines = SourceLines(cached, lambda: index) if cached or index is not None else None
         if len(self._sources) >= self._max_binaries:
             self._flush_sources()
@@ -343,6 +350,7 @@ class Symbolizer:
             debug_failed=dict(self._loader.locator.failures),
             disk_cache=_merged(cache.counters for cache in self._cache_dirs),
             kernel_load_s=self._kernel.load_s,
+            dwarf_failed=dict(self._dwarf_failed),
         )
 
 

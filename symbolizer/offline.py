@@ -14,6 +14,7 @@ from symbolizer.debuginfo import DebugLocator
 from symbolizer.diskcache import CacheDir
 from symbolizer.dwarf import DwarfIndex
 from symbolizer.elf import read_elf_info
+from symbolizer.errors import SymbolizerError
 from symbolizer.files import open_regular
 from symbolizer.loader import TableLoader
 from symbolizer.source import NamedFrame, SourceDiskCache, SourceLines, name_source_frames, open_dwarf
@@ -44,6 +45,8 @@ class FileSymbolizer:
             def opener() -> DwarfIndex | None:
                 try:
                     return open_dwarf(dup, info, os.path.abspath(path), -1, locator)
+                except SymbolizerError:
+                    return None  # hostile DWARF: the symbol table alone names the file
                 finally:
                     os.close(dup)
 

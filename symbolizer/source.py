@@ -14,6 +14,7 @@ those addresses without opening DWARF; a new address opens it lazily.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -21,7 +22,8 @@ from symbolizer.debuginfo import DebugLocator
 from symbolizer.demangle import demangle
 from symbolizer.diskcache import CacheDir, CacheMiss, decode_record, encode_record
 from symbolizer.dwarf import DwarfIndex, SourceFrame
-from symbolizer.elf import ElfInfo
+from symbolizer.elf import ElfInfo, read_range
+from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.libdw import DwarfFile, load_libdw
 from symbolizer.symtab import SymbolTable
 
@@ -30,6 +32,9 @@ SOURCE_VERSION = b"dwarf-v1:"
 MAX_FILE_SIZE = 256 << 20
 MAX_BUILD_ID_SIZE = 64
 MAX_DWARF_FILE_SIZE = 4 << 30
+MAX_DWARF_BYTES = 2 << 30  # all DWARF sections of one file, decompressed
+MAX_DECOMPRESSED = 1 << 30  # one section
+MAX_ZLIB_RATIO = 1032  # deflate's best compression ratio
 
 Frames = tuple[SourceFrame, ...] | None
 
@@ -67,21 +72,51 @@ def name_source_frames(source: Frames, table: SymbolTable, elf_vaddr: int,
     return tuple(out)
 
 
+def check_dwarf_sections(fd: int, info: ElfInfo) -> None:
+    """Refuse (``SymbolizerError``) DWARF that libdw should not be handed: a section outside
+    the file, more than ``MAX_DWARF_BYTES`` in all, or a compressed section claiming more than
+    ``MAX_DECOMPRESSED`` bytes or more than zlib's best ratio allows (a decompression bomb)."""
+    total = 0
+    for section in info.dwarf_sections:
+        if section.offset + section.size > info.file_size:
+            raise SymbolizerError(Cause.BAD_ELF, f"{section.name} lies outside the file")
+        claimed = section.size
+        if section.compressed:
+            header = read_range(fd, section.offset, 24 if info.is_64 else 12, info.file_size)
+            fmt = ("<" if info.little_endian else ">") + ("IIQ" if info.is_64 else "III")
+            claimed = struct.unpack_from(fmt, header)[2]
+        elif section.name.startswith(".zdebug_"):
+            header = read_range(fd, section.offset, 12, info.file_size)
+            if header[:4] == b"ZLIB":
+                claimed = struct.unpack_from(">Q", header, 4)[0]
+        if claimed > MAX_DECOMPRESSED or claimed > section.size * MAX_ZLIB_RATIO + 4096:
+            raise SymbolizerError(Cause.TOO_LARGE, f"{section.name} claims {claimed} bytes")
+        total += claimed
+    if total > MAX_DWARF_BYTES:
+        raise SymbolizerError(Cause.TOO_LARGE, f"{total} bytes of DWARF")
+
+
 def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLocator | None) -> DwarfIndex | None:
-    """DWARF of the binary itself, else of its separate debug file; None when neither has any."""
+    """DWARF of the binary itself, else of its separate debug file; None when neither has any.
+    Raises ``SymbolizerError`` when the DWARF sections fail ``check_dwarf_sections``."""
     lib = load_libdw()
     if lib is None or info.file_size > MAX_DWARF_FILE_SIZE:
         return None
-    try:
-        return DwarfIndex(DwarfFile(lib, fd))
-    except ValueError:
-        pass
+    if info.dwarf_sections:
+        check_dwarf_sections(fd, info)
+        try:
+            return DwarfIndex(DwarfFile(lib, fd))
+        except ValueError:
+            pass
     if locator is None:
         return None
     debug = locator.find(fd, info, path, root_fd)
     if debug is None:
         return None
     try:
+        if not debug.info.dwarf_sections:
+            return None
+        check_dwarf_sections(debug.fd, debug.info)
         return DwarfIndex(DwarfFile(lib, debug.fd))  # libdw maps the file: the fd may close
     except ValueError:
         return None
