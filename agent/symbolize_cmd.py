@@ -6,15 +6,19 @@ then per frame (only the innermost without ``--inlines``) the demangled function
 ``--functions``, ``??`` when unknown) and ``file:line`` (``??:0`` when nothing names the address, ``??:?`` for a
 function without a line, with
 `` (discriminator N)`` as addr2line prints it). A line that is not hex is echoed back, as
-addr2line does.
+addr2line does. With ``DEBUGINFOD_URLS`` set, a file without DWARF or .symtab has its debug
+file fetched by build-id first (cached under ``--cache-dir``/debuginfod, else
+``~/.cache/hostflame/debuginfod``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
 from agent.errors import HostflameError
+from symbolizer.debuginfod import Debuginfod, urls_from_env
 from symbolizer.errors import SymbolizerError
 from symbolizer.offline import FileSymbolizer
 from symbolizer.source import NamedFrame
@@ -22,8 +26,13 @@ from symbolizer.source import NamedFrame
 
 def run_symbolize(path: str, *, addresses: bool, functions: bool, inlines: bool, cache_dir: str | None,
                   stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    urls = urls_from_env()
+    debuginfod = None
+    if urls:
+        base = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hostflame")
+        debuginfod = Debuginfod(urls, os.path.join(base, "debuginfod"))
     try:
-        symbolizer = FileSymbolizer(path, cache_dir)
+        symbolizer = FileSymbolizer(path, cache_dir, debuginfod=debuginfod)
     except (SymbolizerError, OSError) as err:
         raise HostflameError(f"cannot read {path} as ELF: {err}") from None
     out: list[str] = []

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from symbolizer.addr import elf_vaddr_of, file_offset_of
 from symbolizer.cache import TableKey, table_key
 from symbolizer.debuginfo import DebugLocator
+from symbolizer.debuginfod import BackgroundFetcher, Debuginfod
 from symbolizer.diskcache import CacheDir
 from symbolizer.elf import ElfInfo, read_elf_info
 from symbolizer.errors import Cause, SymbolizerError
@@ -119,9 +120,16 @@ class Symbolizer:
         debug_roots: Sequence[str] = ("/usr/lib/debug",),
         cache_dir: str | None = None,
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
+        debuginfod: Debuginfod | None = None,
     ) -> None:
         """``cache_dir``: where parsed kernel and binary symbol tables persist across runs
-        (None: nowhere); created 0700; ``max_cache_bytes`` bounds the binaries' part."""
+        (None: nowhere); created 0700; ``max_cache_bytes`` bounds the binaries' part.
+        ``debuginfod``: where debug files missing here are fetched from, on a background
+        thread; a file that arrives serves binaries loaded after it (its cache directory is
+        searched as one more debug root)."""
+        self._fetcher = BackgroundFetcher(debuginfod) if debuginfod is not None and debuginfod.urls else None
+        if debuginfod is not None:
+            debug_roots = (*debug_roots, debuginfod.cache_dir)
         proc_root = proc_root.rstrip("/") or "/"
         self._cache_dirs: list[CacheDir] = []
         kernel_cache, table_cache = None, None
@@ -172,6 +180,8 @@ class Symbolizer:
         be reopened through proc_root if needed, which fails once their process has exited."""
         self._pins.close()
         self._flush_sources()
+        if self._fetcher is not None:
+            self._fetcher.close()
 
     # ----- user stacks ---------------------------------------------------------------------
 
@@ -302,6 +312,8 @@ class Symbolizer:
         except SymbolizerError as err:  # hostile DWARF: the symbol table still names the binary
             self._dwarf_failed[err.cause.value] = self._dwarf_failed.get(err.cause.value, 0) + 1
             index = None
+        if index is None and not cached and self._fetcher is not None and info.build_id:
+            self._fetcher.request(info.build_id)
         lines = SourceLines(cached, lambda: index) if cached or index is not None else None
         if len(self._sources) >= self._max_binaries:
             self._flush_sources()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from symbolizer.debuginfo import DebugLocator
+from symbolizer.debuginfod import Debuginfod
 from symbolizer.diskcache import CacheDir
 from symbolizer.dwarf import DwarfIndex
 from symbolizer.elf import read_elf_info
@@ -28,11 +29,17 @@ class FileSymbolizer:
     """Names ELF virtual addresses of one file; ``close`` writes new answers to the cache."""
 
     def __init__(self, path: str, cache_dir: str | None = None,
-                 debug_roots: tuple[str, ...] = ("/usr/lib/debug",)) -> None:
-        """Raises ``SymbolizerError`` (or ``OSError``) when the file cannot be read as ELF."""
+                 debug_roots: tuple[str, ...] = ("/usr/lib/debug",), debuginfod: Debuginfod | None = None) -> None:
+        """Raises ``SymbolizerError`` (or ``OSError``) when the file cannot be read as ELF.
+        ``debuginfod``: asked (now: this is not the sampling path) for the debug file of a
+        file that carries neither DWARF nor .symtab."""
         fd = open_regular(path, MAX_FILE_SIZE)
         try:
             info = read_elf_info(fd)
+            if debuginfod is not None:
+                debug_roots = (*debug_roots, debuginfod.cache_dir)
+                if info.build_id and not info.dwarf_sections:
+                    debuginfod.fetch(info.build_id)
             locator = DebugLocator(debug_roots)
             self._table, _complete = TableLoader(1, locator).build(fd, info, os.path.abspath(path))
             self._build_id = info.build_id
