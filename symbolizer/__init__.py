@@ -39,7 +39,8 @@ from symbolizer.loader import Binary, TableLoader
 from symbolizer.model import Frame, FrameKind, Mapping, Module, Symbolized
 from symbolizer.perfmap import PerfMaps
 from symbolizer.pins import FileEntry, FileKey, PinnedFiles
-from symbolizer.source import SourceDiskCache, SourceLines, name_source_frames, open_dwarf
+from symbolizer.source import SourceLines, StoredSource, name_source_frames, open_dwarf
+from symbolizer.source_cache import SourceDiskCache
 from symbolizer.table_cache import SymtabDiskCache
 
 __all__ = [
@@ -306,15 +307,17 @@ class Symbolizer:
         key = table_key(info.build_id, info.identity)
         if key in self._sources:
             return self._sources[key]
-        cached = self._source_disk.read(info.build_id) if self._source_disk is not None else {}
+        cached = self._source_disk.read(info.build_id) if self._source_disk is not None else StoredSource()
         try:
             index = open_dwarf(fd, info, path, root_fd, self._loader.locator)
         except SymbolizerError as err:  # hostile DWARF: the symbol table still names the binary
             self._dwarf_failed[err.cause.value] = self._dwarf_failed.get(err.cause.value, 0) + 1
             index = None
-        if index is None and not cached and self._fetcher is not None and info.build_id:
+        if index is None and not cached.answers and self._fetcher is not None and info.build_id:
             self._fetcher.request(info.build_id)
-        lines = SourceLines(cached, lambda: index) if cached or index is not None else None
+        disk = self._source_disk
+        reader = (lambda: disk.read_index(info.build_id)) if disk is not None else None
+        lines = SourceLines(cached, lambda: index, reader) if cached.answers or index is not None else None
         if len(self._sources) >= self._max_binaries:
             self._flush_sources()
             for old in self._sources.values():
@@ -331,9 +334,9 @@ class Symbolizer:
         if self._source_disk is None:
             return
         for key, lines in self._sources.items():
-            if lines is not None and lines.new:
-                self._source_disk.write(self._source_build_ids.get(key, b""), lines.answers)
-                lines.new.clear()
+            stored = lines.stored() if lines is not None else None
+            if stored is not None:
+                self._source_disk.write(self._source_build_ids.get(key, b""), *stored)
 
     def _count_failure(self, cause: Cause) -> None:
         self._pins.count_failure(cause)

@@ -8,13 +8,16 @@ inside it, the concrete (out-of-line) function last - or None when no CU covers 
 Built lazily: a CU is indexed when an address first falls in it (its functions' PC ranges,
 sorted), a function when an address first falls in it (its tree of inlined calls, lexical
 blocks flattened, each level's ranges sorted for bisection). Results are memoized per address.
+``export`` / ``restore`` carry those indexes to another process (``symbolizer.source`` keeps
+them on disk by build-id), so it walks no DIE already walked; line rows always come from
+libdw's own (C) line-table lookup.
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from symbolizer.libdw import (
     AT_CALL_FILE,
@@ -33,6 +36,7 @@ from symbolizer.libdw import (
 
 MAX_DEPTH = 64  # of nested lexical blocks and inlined calls walked in one function
 MAX_MEMO = 1 << 18
+MAX_TREE_NODES = 1 << 20
 _SCOPES = frozenset((TAG_NAMESPACE, TAG_CLASS, TAG_STRUCTURE, TAG_UNION))
 
 
@@ -66,6 +70,8 @@ class _CuIndex:
     ends: list[int]
     functions: list[int]  # DIE offsets
     trees: dict[int, _Node] = field(default_factory=dict)
+    stored_trees: dict[str, Any] = field(default_factory=dict)  # restored, encoded; decoded on first use
+    built: set[int] = field(default_factory=set)  # functions indexed here (to encode at export)
 
 
 class DwarfIndex:
@@ -75,8 +81,25 @@ class DwarfIndex:
         self._dwarf = dwarf
         self._cus: dict[int, _CuIndex] = {}
         self._memo: dict[int, tuple[SourceFrame, ...] | None] = {}
+        self._restored: dict[int, StoredCu] = {}
         self.cus_indexed = 0
         self.functions_indexed = 0
+        self.dirty = False  # indexed something since ``restore`` / ``export``
+
+    def restore(self, cus: list[StoredCu]) -> None:
+        """Take CUs (and their functions' trees) indexed by an earlier process; see ``export``."""
+        for stored in cus:
+            self._restored[stored[0]] = stored
+
+    def export(self) -> list[StoredCu]:
+        """Every CU indexed so far (restored ones included), as JSON-ready lists."""
+        out = dict(self._restored)
+        for offset, cu in self._cus.items():
+            trees = dict(cu.stored_trees)
+            trees.update((str(function), _encode(cu.trees[function])) for function in cu.built)
+            out[offset] = [offset, cu.comp_dir, list(cu.files), cu.starts, cu.ends, cu.functions, trees]
+        self.dirty = False
+        return list(out.values())
 
     def close(self) -> None:
         self._dwarf.close()
@@ -97,7 +120,8 @@ class DwarfIndex:
             return None
         cu = self._cus.get(cu_offset)
         if cu is None:
-            cu = self._index_cu(cu_offset)
+            stored = self._restored.pop(cu_offset, None)
+            cu = self._index_cu(cu_offset) if stored is None else self._restore_cu(stored)
             if cu is None:
                 return None
         file, line, discriminator = self._dwarf.line(cu.die, cu.comp_dir, elf_vaddr)
@@ -118,7 +142,12 @@ class DwarfIndex:
         offset = cu.functions[at]
         node = cu.trees.get(offset)
         if node is None:
-            node = self._index_function(cu, offset)
+            stored = cu.stored_trees.get(str(offset))
+            node = _decode(stored) if stored is not None and _valid_tree(stored) else None
+            if node is None:
+                node = self._index_function(cu, offset)
+                cu.built.add(offset)
+                cu.stored_trees.pop(str(offset), None)
             cu.trees[offset] = node
         chain = [node]
         while node.starts:
@@ -128,6 +157,15 @@ class DwarfIndex:
             node = node.children[at]
             chain.append(node)
         return chain
+
+    def _restore_cu(self, stored: StoredCu) -> _CuIndex | None:
+        offset, comp_dir, files, starts, ends, functions, trees = stored
+        die = self._dwarf.die(offset)
+        if die is None:
+            return None
+        cu = _CuIndex(die, comp_dir, tuple(files), starts, ends, functions, stored_trees=trees)
+        self._cus[offset] = cu
+        return cu
 
     def _index_cu(self, cu_offset: int) -> _CuIndex | None:
         dwarf = self._dwarf
@@ -151,6 +189,7 @@ class DwarfIndex:
                       [s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans])
         self._cus[cu_offset] = cu
         self.cus_indexed += 1
+        self.dirty = True
         return cu
 
     def _index_function(self, cu: _CuIndex, offset: int) -> _Node:
@@ -158,6 +197,7 @@ class DwarfIndex:
         die = dwarf.die(offset)
         root = _Node(dwarf.linkage_name(die) if die is not None else "")
         self.functions_indexed += 1
+        self.dirty = True
         if die is None:
             return root
         spans: dict[int, list[tuple[int, int, _Node]]] = {id(root): []}
@@ -186,6 +226,47 @@ class DwarfIndex:
             target.ends = [entry[1] for entry in entries]
             target.children = [entry[2] for entry in entries]
         return root
+
+
+# A stored CU: [offset, comp_dir, files, starts, ends, function offsets, {str(function): tree}];
+# a stored tree: its nodes, root first, each [name, call_file, call_line, starts, ends, child
+# indexes] where every child index is larger than its parent's (an inlined call with several
+# ranges is one node referenced several times; ``symbolizer.source_cache`` checks it all).
+StoredCu = list[Any]
+
+
+def _encode(root: _Node) -> list[list[Any]]:
+    index: dict[int, int] = {id(root): 0}
+    order = [root]
+    for node in order:  # grows while iterated: breadth first, so children come after parents
+        for child in node.children:
+            if id(child) not in index:
+                index[id(child)] = len(order)
+                order.append(child)
+    return [[n.name, n.call_file, n.call_line, n.starts, n.ends, [index[id(c)] for c in n.children]] for n in order]
+
+
+def _valid_tree(tree: Any) -> bool:
+    """True when a stored tree has the shape ``_encode`` writes (children after parents)."""
+    if not isinstance(tree, list) or not 0 < len(tree) <= MAX_TREE_NODES:
+        return False
+    for at, node in enumerate(tree):
+        if not (isinstance(node, list) and len(node) == 6 and isinstance(node[0], str) and isinstance(node[1], str)
+                and isinstance(node[2], int) and isinstance(node[3], list) and isinstance(node[4], list)
+                and isinstance(node[5], list) and len(node[3]) == len(node[4]) == len(node[5])):
+            return False
+        if not all(isinstance(x, int) for x in node[3] + node[4]) or node[3] != sorted(node[3]):
+            return False
+        if not all(isinstance(c, int) and at < c < len(tree) for c in node[5]):
+            return False
+    return True
+
+
+def _decode(tree: list[list[Any]]) -> _Node:
+    nodes = [_Node(row[0], row[1], row[2], row[3], row[4]) for row in tree]
+    for node, row in zip(nodes, tree, strict=True):
+        node.children = [nodes[child] for child in row[5]]
+    return nodes[0]
 
 
 def _copy(die: Die) -> Die:

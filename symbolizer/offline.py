@@ -18,7 +18,8 @@ from symbolizer.elf import read_elf_info
 from symbolizer.errors import SymbolizerError
 from symbolizer.files import open_regular
 from symbolizer.loader import TableLoader
-from symbolizer.source import NamedFrame, SourceDiskCache, SourceLines, name_source_frames, open_dwarf
+from symbolizer.source import NamedFrame, SourceLines, StoredSource, name_source_frames, open_dwarf
+from symbolizer.source_cache import SourceDiskCache
 
 MAX_FILE_SIZE = 4 << 30
 MAX_CACHE_BYTES = 1 << 30
@@ -46,7 +47,7 @@ class FileSymbolizer:
             self._disk = None
             if cache_dir:
                 self._disk = SourceDiskCache(CacheDir(os.path.join(cache_dir, "dwarf"), MAX_CACHE_BYTES))
-            cached = self._disk.read(info.build_id) if self._disk is not None else {}
+            cached = self._disk.read(info.build_id) if self._disk is not None else StoredSource()
             dup = os.dup(fd)
 
             def opener() -> DwarfIndex | None:
@@ -57,7 +58,8 @@ class FileSymbolizer:
                 finally:
                     os.close(dup)
 
-            self._lines = SourceLines(cached, opener)
+            disk = self._disk
+            self._lines = SourceLines(cached, opener, (lambda: disk.read_index(info.build_id)) if disk else None)
             self._named: dict[int, tuple[NamedFrame, ...] | None] = {}
         finally:
             os.close(fd)
@@ -73,6 +75,7 @@ class FileSymbolizer:
         return named
 
     def close(self) -> None:
-        if self._disk is not None and self._lines.new:
-            self._disk.write(self._build_id, self._lines.answers)
+        stored = self._lines.stored() if self._disk is not None else None
+        if self._disk is not None and stored is not None:
+            self._disk.write(self._build_id, *stored)
         self._lines.close()

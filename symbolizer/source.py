@@ -5,32 +5,27 @@ separate debug file). Out: a ``SourceLines`` answering ``lookup(elf_vaddr)`` wit
 ``SourceFrame``s innermost first (see ``symbolizer.dwarf``), or None when neither the binary
 nor its debug file carries DWARF (or libdw is missing).
 
-Persistence: ``SourceDiskCache`` keeps, per build-id, every address already resolved
-(``<build-id hex>.dwarf``, one record of ``symbolizer.diskcache``, JSON inside, checked
-field by field before use). A restarted agent or a second ``hostflame symbolize`` run answers
-those addresses without opening DWARF; a new address opens it lazily.
+Persistence (``symbolizer.source_cache``): per build-id, every address already resolved and
+the DWARF index built so far (CUs' function ranges, functions' inline trees). A restarted
+agent or a second ``hostflame symbolize`` run answers known addresses without opening DWARF,
+and new ones without walking any DIE walked before.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from symbolizer.debuginfo import DebugLocator
 from symbolizer.demangle import demangle
-from symbolizer.diskcache import CacheDir, CacheMiss, decode_record, encode_record
-from symbolizer.dwarf import DwarfIndex, SourceFrame
+from symbolizer.dwarf import DwarfIndex, SourceFrame, StoredCu
 from symbolizer.elf import ElfInfo, read_range
 from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.libdw import DwarfFile, load_libdw
 from symbolizer.symtab import SymbolTable
 
-KIND_SOURCE = 3
-SOURCE_VERSION = b"dwarf-v1:"
-MAX_FILE_SIZE = 256 << 20
-MAX_BUILD_ID_SIZE = 64
 MAX_DWARF_FILE_SIZE = 4 << 30
 MAX_DWARF_BYTES = 2 << 30  # all DWARF sections of one file, decompressed
 MAX_DECOMPRESSED = 1 << 30  # one section
@@ -124,14 +119,35 @@ def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLo
         debug.close()
 
 
-class SourceLines:
-    """Answers for one build-id: from the disk cache first, else from DWARF opened on demand."""
+@dataclass(slots=True)
+class StoredSource:
+    """What the disk cache keeps per build-id: answers by address, and the DWARF index's CUs."""
 
-    def __init__(self, cached: dict[int, Frames], opener: Callable[[], DwarfIndex | None]) -> None:
-        self.answers = cached
+    answers: dict[int, Frames] = field(default_factory=dict)
+    cus: list[StoredCu] = field(default_factory=list)
+
+
+class SourceLines:
+    """Answers for one build-id: from the disk cache first, else from DWARF opened on demand
+    (its index restored from the disk cache, so no DIE is walked twice across runs)."""
+
+    def __init__(self, stored: StoredSource, opener: Callable[[], DwarfIndex | None],
+                 index_reader: Callable[[], list[StoredCu]] | None = None) -> None:
+        self.answers = stored.answers
+        self._index_reader = index_reader
         self._opener: Callable[[], DwarfIndex | None] | None = opener
         self._index: DwarfIndex | None = None
         self.new: dict[int, Frames] = {}
+
+    def stored(self) -> tuple[StoredSource, bool] | None:
+        """What to write back to the disk cache and whether the index changed; None when
+        nothing new was learned."""
+        dirty = self._index is not None and self._index.dirty
+        if not self.new and not dirty:
+            return None
+        self.new.clear()
+        cus = self._index.export() if dirty and self._index is not None else []
+        return StoredSource(self.answers, cus), dirty
 
     @property
     def has_dwarf(self) -> bool:
@@ -141,6 +157,8 @@ class SourceLines:
         if self._opener is not None:
             self._index = self._opener()
             self._opener = None
+            if self._index is not None and self._index_reader is not None:
+                self._index.restore(self._index_reader())
         return self._index
 
     def lookup(self, elf_vaddr: int) -> Frames:
@@ -159,59 +177,3 @@ class SourceLines:
             self._index.close()
             self._index = None
         self._opener = None
-
-
-class SourceDiskCache:
-    """Per build-id answers on disk; events counted in ``cache.counters`` (``dwarf_*``)."""
-
-    def __init__(self, cache: CacheDir) -> None:
-        self.cache = cache
-
-    def read(self, build_id: bytes) -> dict[int, Frames]:
-        if not 0 < len(build_id) <= MAX_BUILD_ID_SIZE:
-            return {}
-        try:
-            data = self.cache.read(f"{build_id.hex()}.dwarf", MAX_FILE_SIZE)
-            sections = decode_record(data, KIND_SOURCE, SOURCE_VERSION + build_id)
-            if len(sections) != 1:
-                raise CacheMiss("corrupt", "wrong sections")
-            answers = _decode(bytes(sections[0]))
-        except CacheMiss as miss:
-            self.cache.count(f"dwarf_{miss.reason}")
-            return {}
-        self.cache.count("dwarf_hits")
-        return answers
-
-    def write(self, build_id: bytes, answers: dict[int, Frames]) -> None:
-        if not 0 < len(build_id) <= MAX_BUILD_ID_SIZE:
-            return
-        blob = json.dumps(
-            [[addr, None if frames is None else [list(frame) for frame in frames]] for addr, frames in answers.items()],
-            separators=(",", ":"),
-        ).encode()
-        if self.cache.write(f"{build_id.hex()}.dwarf", encode_record(KIND_SOURCE, SOURCE_VERSION + build_id, [blob])):
-            self.cache.count("dwarf_writes")
-
-
-def _decode(blob: bytes) -> dict[int, Frames]:
-    try:
-        rows = json.loads(blob)
-    except ValueError as err:
-        raise CacheMiss("corrupt", "not JSON") from err
-    if not isinstance(rows, list):
-        raise CacheMiss("corrupt", "not a list")
-    out: dict[int, Frames] = {}
-    for row in rows:
-        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], int)):
-            raise CacheMiss("corrupt", "bad row")
-        if row[1] is None:
-            out[row[0]] = None
-            continue
-        frames = []
-        for frame in row[1]:
-            if not (isinstance(frame, list) and len(frame) == 4 and isinstance(frame[0], str)
-                    and isinstance(frame[1], str) and isinstance(frame[2], int) and isinstance(frame[3], int)):
-                raise CacheMiss("corrupt", "bad frame")
-            frames.append(SourceFrame(frame[0], frame[1], frame[2], frame[3]))
-        out[row[0]] = tuple(frames)
-    return out

@@ -2,7 +2,8 @@
 addresses of the pyenv build's libpython3.11.so.1.0 (full DWARF 5), side by side in one run.
 
 Per rep: addr2line's wall time and peak RSS; hostflame cold (empty cache dir), and warm (a new
-process, the cache dir the cold run filled); in-process warm lookups per second (a second pass
+process, the cache dir the cold run filled; and, reported beside it, on 10 000 other addresses,
+answered through the DWARF index restored from that cache); in-process warm lookups per second (a second pass
 over the same addresses in one ``FileSymbolizer``); agreement: the share of addresses whose
 every frame has the same function and line as addr2line's (files are not compared: binutils
 names the CU's file for some rows where libdw names the header).
@@ -80,6 +81,8 @@ def run(settings: Settings) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="hf-bench-sym-"))
     addrs = work / "addrs.txt"
     addrs.write_text("".join(f"{rng.randrange(start, start + size):x}\n" for _ in range(ADDRESSES)))
+    others = work / "others.txt"  # another 10 000, to time a warm cache on addresses it has not seen
+    others.write_text("".join(f"{rng.randrange(start, start + size):x}\n" for _ in range(ADDRESSES)))
     reps = []
     for rep in range(settings.reps):
         cache = work / f"cache-{rep}"
@@ -87,16 +90,22 @@ def run(settings: Settings) -> dict[str, Any]:
         ours = [*HOSTFLAME, "-e", str(LIBPYTHON), "--cache-dir", str(cache)]
         cold_wall, cold_rss, cold_out = _timed(ours, addrs)
         warm_wall, warm_rss, warm_out = _timed(ours, addrs)
+        a2l_new_wall, _, expected_new = _timed(["addr2line", "-a", "-f", "-i", "-C", "-e", str(LIBPYTHON)], others)
+        new_wall, new_rss, new_out = _timed(ours, others)
         rate = float(subprocess.run([sys.executable, "-c", IN_PROCESS, str(LIBPYTHON), str(addrs)], check=True,
                                     capture_output=True, text=True).stdout)
         theirs, mine = _blocks(expected), _blocks(cold_out)
         agree = sum(a == b for a, b in zip(theirs, mine, strict=True)) / len(theirs) * 100
+        new_pairs = zip(_blocks(expected_new), _blocks(new_out), strict=True)
+        agree_new = sum(a == b for a, b in new_pairs) / ADDRESSES * 100
         reps.append({"addr2line_s": a2l_wall, "addr2line_rss_mb": a2l_rss, "cold_s": cold_wall, "cold_rss_mb": cold_rss,
                      "warm_s": warm_wall, "warm_rss_mb": warm_rss, "in_process_per_s": rate,
+                     "addr2line_new_s": a2l_new_wall, "warm_new_addresses_s": new_wall, "warm_new_rss_mb": new_rss,
+                     "agreement_new_percent": agree_new,
                      "agreement_percent": agree, "warm_equals_cold": warm_out == cold_out})
     med = {key: median([r[key] for r in reps]) for key in reps[0] if key != "warm_equals_cold"}
     cold_x, warm_x = med["cold_s"] / med["addr2line_s"], med["warm_s"] / med["addr2line_s"]
-    peak = max(max(r["cold_rss_mb"], r["warm_rss_mb"]) for r in reps)
+    peak = max(max(r["cold_rss_mb"], r["warm_rss_mb"], r["warm_new_rss_mb"]) for r in reps)
 
     result: dict[str, Any] = {
         "name": NAME, "machine": machine(), "settings": {"reps": settings.reps, "addresses": ADDRESSES},

@@ -10,6 +10,7 @@ persistent cache gives the same answers in a second run.
 from __future__ import annotations
 
 import io
+import json
 import random
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ import pytest
 from sym_build import Binaries, DebugVariants
 
 from agent.symbolize_cmd import run_symbolize
+from symbolizer.diskcache import decode_record, encode_record
+from symbolizer.source_cache import INDEX, KIND_SOURCE, SOURCE_VERSION
 
 CPP_SOURCE = Path(__file__).resolve().parents[2] / "fixtures" / "cpp" / "inlines.cpp"
 SAMPLES = 400
@@ -33,9 +36,9 @@ def _text_range(path: Path) -> tuple[int, int]:
     raise AssertionError(f"{path} has no .text")
 
 
-def _addresses(path: Path) -> list[int]:
+def _addresses(path: Path, seed: int = 3) -> list[int]:
     start, size = _text_range(path)
-    rng = random.Random(3)
+    rng = random.Random(seed)
     return sorted({rng.randrange(start, start + size) for _ in range(SAMPLES)})
 
 
@@ -98,6 +101,9 @@ def _assert_agree(path: Path, tmp_path: Path) -> None:
     assert _same(_frames(cold), expected)
     warm = _ours(path, addrs, tmp_path / "cache")
     assert warm == cold
+    # new addresses in a warm cache: answered through the restored index
+    others = _addresses(path, seed=4)
+    assert _same(_frames(_ours(path, others, tmp_path / "cache")), _frames(_addr2line(path, others)))
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +130,9 @@ def test_cpp_inlines_agree_with_addr2line(cpp_binaries: dict[str, Path], name: s
     got = _frames(_ours(path, addrs, tmp_path / "cache"))
     # THEN every frame agrees, inlined ones included (and there are inlined ones)
     assert _same(got, expected)
+    # AND new addresses answered through the index restored from the disk cache agree too
+    others = _addresses(path, seed=5)
+    assert _same(_frames(_ours(path, others, tmp_path / "cache")), _frames(_addr2line(path, others)))
     assert sum(len(frames) > 1 for frames in expected) > 10
     assert any("hf::Accumulator<long>::add(long)" == function for frames in got for function, _ in frames)
 
@@ -151,3 +160,21 @@ def test_dwarf4_c_binary(binaries: Binaries, tmp_path: Path) -> None:
     lib_dir = binaries.lib.parent
     subprocess.run(["gcc", "-O2", "-gdwarf-4", "-o", str(exe), str(src), f"-L{lib_dir}", "-lhfsym"], check=True)
     _assert_agree(exe, tmp_path)
+
+
+def test_damaged_index_cache_is_rebuilt(cpp_binaries: dict[str, Path], tmp_path: Path) -> None:
+    # GIVEN a warm cache whose index file is replaced by a valid record with broken trees
+    path = cpp_binaries["cpp-O2-dwarf5"]
+    addrs = _addresses(path)
+    _ours(path, addrs[: len(addrs) // 2], tmp_path / "cache")
+    index_file = next((tmp_path / "cache" / "dwarf").glob("*.dwarfidx"))
+    build_id = bytes.fromhex(index_file.name.split(".")[0])
+    rows = json.loads(bytes(decode_record(index_file.read_bytes(), KIND_SOURCE, SOURCE_VERSION + INDEX.encode()
+                                          + build_id)[0]))
+    for row in rows:
+        row[6] = {key: [["x", "", 0, [5], [1], [0]]] for key in row[6]}  # a child pointing at itself
+    index_file.write_bytes(encode_record(KIND_SOURCE, SOURCE_VERSION + INDEX.encode() + build_id,
+                                         [json.dumps(rows).encode()]))
+    # WHEN the other half is named, THEN the answers still agree with addr2line
+    others = addrs[len(addrs) // 2 :]
+    assert _same(_frames(_ours(path, others, tmp_path / "cache")), _frames(_addr2line(path, others)))
