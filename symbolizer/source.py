@@ -149,10 +149,6 @@ class SourceLines:
         cus = self._index.export() if dirty and self._index is not None else []
         return StoredSource(self.answers, cus), dirty
 
-    @property
-    def has_dwarf(self) -> bool:
-        return bool(self.answers) or self._open() is not None
-
     def _open(self) -> DwarfIndex | None:
         if self._opener is not None:
             self._index = self._opener()
