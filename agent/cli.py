@@ -1,4 +1,5 @@
-"""Command line: ``hostflame record | run | check | view | diff``; the only place that wires every stage.
+"""Command line: ``hostflame record | run | check | view | diff | doctor | symbolize``; the only place that
+wires every stage.
 
 Exit status: 0 success, 1 runtime failure, 2 usage error (see agent/errors.py). Every
 failure is one line on stderr, no traceback, and no partial output file.
@@ -14,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from agent.config import DEFAULT_EXPORT_DIR, DEFAULT_FREQUENCY_HZ, DEFAULT_INTERVAL_S, RecordConfig
+from agent.config import (
+    DEFAULT_EXPORT_DIR,
+    DEFAULT_FREQUENCY_HZ,
+    DEFAULT_INTERVAL_S,
+    RecordConfig,
+    check_frequency,
+    check_pids,
+)
 from agent.errors import EXIT_OK, EXIT_RUNTIME, HostflameError, UsageError
 
 log = logging.getLogger("hostflame")
@@ -82,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("new", type=Path, metavar="NEW", help="the pprof file compared")
     diff.add_argument("-o", "--output", type=Path, action="append", default=[], metavar="PATH", required=True,
                       help="output file: .html (repeatable)")
+
+    doc = sub.add_parser("doctor", help="sample, then say per binary how well frames are named and why not")
+    doc.add_argument("--duration", type=_positive_float, default=5.0, metavar="S",
+                     help="seconds to sample (default 5)")
+    doc.add_argument("--pid", type=int, action="append", default=[], metavar="PID",
+                     help="only this process (repeatable); default: every process")
+    doc.add_argument("--frequency", type=int, default=DEFAULT_FREQUENCY_HZ, metavar="HZ",
+                     help=f"samples per second per CPU (default {DEFAULT_FREQUENCY_HZ})")
+
+    sym = sub.add_parser("symbolize", help="name ELF addresses from stdin, in addr2line -a -f -i -C's layout")
+    sym.add_argument("-e", "--exe", required=True, metavar="FILE", help="the ELF file the addresses belong to")
+    sym.add_argument("-a", "--addresses", action="store_true", help="print each address first")
+    sym.add_argument("-f", "--functions", action="store_true", help="print function names")
+    sym.add_argument("-i", "--inlines", action="store_true", help="print inlined callers too")
+    sym.add_argument("--cache-dir", metavar="DIR", default=None,
+                     help="persistent symbol cache (default: none, every run parses DWARF)")
     return parser
 
 
@@ -125,7 +149,25 @@ def _diff(args: argparse.Namespace) -> int:
     return diff(args.base, args.new, args.output)
 
 
-COMMANDS = {"record": _record, "run": _run, "check": _check, "view": _view, "diff": _diff}
+def _doctor(args: argparse.Namespace) -> int:
+    if not args.duration > 0:
+        raise UsageError(f"--duration must be more than 0 seconds, got {args.duration:g}")
+    check_frequency(args.frequency)
+    check_pids(tuple(args.pid))
+    from agent.doctor import doctor
+
+    return doctor(args.duration, args.frequency, tuple(args.pid))
+
+
+def _symbolize(args: argparse.Namespace) -> int:
+    from agent.symbolize_cmd import run_symbolize
+
+    return run_symbolize(args.exe, addresses=args.addresses, functions=args.functions, inlines=args.inlines,
+                         cache_dir=args.cache_dir)
+
+
+COMMANDS = {"record": _record, "run": _run, "check": _check, "view": _view, "diff": _diff,
+            "symbolize": _symbolize, "doctor": _doctor}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,29 +10,38 @@ import logging
 import signal
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from agent.config import RecordConfig
 from agent.errors import EXIT_OK
 from agent.wiring import profiling_session
 
+if TYPE_CHECKING:
+    from agent.drain import DrainStats
+    from agent.model import Profile
+    from agent.processes import RegistryStats
+
 log = logging.getLogger(__name__)
 
 
-def record(config: RecordConfig) -> int:
+def sample_profile(frequency_hz: int, pids: tuple[int, ...], duration_s: float) -> tuple[Profile, DrainStats,
+                                                                                       RegistryStats]:
+    """Sample every CPU (or ``pids``) for ``duration_s`` (SIGINT ends it early, keeping what was
+    sampled) and return the profile with the drain and registry counters."""
     stop = False
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stop
         stop = True
 
-    with profiling_session(config.frequency_hz, config.pids) as (session, sampler):
+    with profiling_session(frequency_hz, pids) as (session, sampler):
         previous = signal.signal(signal.SIGINT, on_signal)
         try:
             sampler.attach()
             session.start()
-            deadline = time.monotonic() + config.duration_s
-            log.info("sampling %s at %d Hz for %g s", "pids " + ",".join(map(str, config.pids))
-                     if config.pids else "every CPU", config.frequency_hz, config.duration_s)
+            deadline = time.monotonic() + duration_s
+            log.info("sampling %s at %d Hz for %g s", "pids " + ",".join(map(str, pids))
+                     if pids else "every CPU", frequency_hz, duration_s)
             while not stop and (remaining := deadline - time.monotonic()) > 0:
                 session.tick(remaining)
             ended = time.monotonic()
@@ -41,9 +50,11 @@ def record(config: RecordConfig) -> int:
             session.final_drain()
         finally:
             signal.signal(signal.SIGINT, previous)
-        profile = session.take_profile(ended)
-        stats = session.stats()
-        registry = session.registry.stats
+        return session.take_profile(ended), session.stats(), session.registry.stats
+
+
+def record(config: RecordConfig) -> int:
+    profile, stats, registry = sample_profile(config.frequency_hz, config.pids, config.duration_s)
 
     from agent.exporters.files import write_outputs
     from agent.report import format_top, top_functions

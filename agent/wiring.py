@@ -33,12 +33,16 @@ def profiling_session(frequency_hz: int, pids: tuple[int, ...] = ()) -> Iterator
     """Load the sampler and build the session; the sampler is closed on the way out."""
     require_privileges()
     from symbolizer import Symbolizer
+    from symbolizer.debuginfod import Debuginfod, urls_from_env
 
     started = time.monotonic()
     sampler = BccSampler(LoadOptions(frequency_hz=frequency_hz, pids=pids))
     log.debug("BPF program loaded in %.2f s", time.monotonic() - started)
     # Parsed symbol tables and kernel symbols persist by build id / boot id across runs.
-    symbolizer = Symbolizer(cache_dir=str(host.default_cache_dir() / "symbols"))
+    # DEBUGINFOD_URLS: missing debug files are fetched by build-id on a background thread.
+    urls = urls_from_env()
+    debuginfod = Debuginfod(urls, str(host.default_cache_dir() / "debuginfod")) if urls else None
+    symbolizer = Symbolizer(cache_dir=str(host.default_cache_dir() / "symbols"), debuginfod=debuginfod)
 
     def pin(info: ProcessInfo) -> None:
         symbolizer.pin_process(info.pid, info.mappings)

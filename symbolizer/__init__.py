@@ -3,8 +3,8 @@
 In: for user stacks, a pid, that process's ``Mapping``s (from the registry) and the sampled
 addresses, leaf first; for kernel stacks, the addresses alone. Out: one ``Symbolized`` per
 address, in order, never dropped and never raised for: a frame the symbolizer cannot name is
-``module+0xFILE_OFFSET``, ``[unknown]``, ``[jit] 0xADDR`` or ``[kernel] 0xADDR``, and the cause
-is counted in ``Symbolizer.stats``.
+``module+0xFILE_OFFSET``, ``[unknown]``, ``[jit] 0xADDR`` (JIT code no perf map names, see
+``symbolizer.perfmap``) or ``[kernel] 0xADDR``; the cause is counted in ``Symbolizer.stats``.
 
 Life of a binary: ``pin_process`` opens each new executable file-backed mapping's file while
 the process lives (``symbolizer.pins``); the first ``symbolize_user`` needing it parses its
@@ -26,16 +26,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from symbolizer.addr import elf_vaddr_of, file_offset_of
+from symbolizer.cache import TableKey, table_key
 from symbolizer.debuginfo import DebugLocator
+from symbolizer.debuginfod import BackgroundFetcher, Debuginfod
 from symbolizer.diskcache import CacheDir
-from symbolizer.elf import read_elf_info
+from symbolizer.elf import ElfInfo, read_elf_info
 from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.files import DELETED_SUFFIX
 from symbolizer.kernel import KernelSymbolizer
 from symbolizer.kernel_cache import KallsymsCache
 from symbolizer.loader import Binary, TableLoader
 from symbolizer.model import Frame, FrameKind, Mapping, Module, Symbolized
+from symbolizer.perfmap import PerfMaps
 from symbolizer.pins import FileEntry, FileKey, PinnedFiles
+from symbolizer.source import SourceLines, StoredSource, name_source_frames, open_dwarf
+from symbolizer.source_cache import SourceDiskCache
 from symbolizer.table_cache import SymtabDiskCache
 
 __all__ = [
@@ -75,7 +80,8 @@ class SymbolizerStats:
     (a candidate that does not exist is not counted). ``disk_cache``: persistent cache events
     ("kallsyms_hits", "kallsyms_absent" / "_stale" / "_corrupt", "kallsyms_writes", the same
     with "symtab_", "evicted", "write_errors", ...). ``kernel_load_s``: time the kernel
-    symbols took to load.
+    symbols took to load. ``dwarf_failed``: binaries whose DWARF was refused before libdw saw
+    it (``symbolizer.source.check_dwarf_sections``), by ``Cause`` value.
     """
 
     binaries_loaded: int
@@ -88,6 +94,7 @@ class SymbolizerStats:
     debug_failed: dict[str, int] = field(default_factory=dict)
     disk_cache: dict[str, int] = field(default_factory=dict)
     kernel_load_s: float = 0.0
+    dwarf_failed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -114,9 +121,16 @@ class Symbolizer:
         debug_roots: Sequence[str] = ("/usr/lib/debug",),
         cache_dir: str | None = None,
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
+        debuginfod: Debuginfod | None = None,
     ) -> None:
         """``cache_dir``: where parsed kernel and binary symbol tables persist across runs
-        (None: nowhere); created 0700; ``max_cache_bytes`` bounds the binaries' part."""
+        (None: nowhere); created 0700; ``max_cache_bytes`` bounds the binaries' part.
+        ``debuginfod``: where debug files missing here are fetched from, on a background
+        thread; a file that arrives serves binaries loaded after it (its cache directory is
+        searched as one more debug root)."""
+        self._fetcher = BackgroundFetcher(debuginfod) if debuginfod is not None and debuginfod.urls else None
+        if debuginfod is not None:
+            debug_roots = (*debug_roots, debuginfod.cache_dir)
         proc_root = proc_root.rstrip("/") or "/"
         self._cache_dirs: list[CacheDir] = []
         kernel_cache, table_cache = None, None
@@ -127,7 +141,14 @@ class Symbolizer:
             ]
             kernel_cache = KallsymsCache(self._cache_dirs[0], kallsyms_path, proc_root)
             table_cache = SymtabDiskCache(self._cache_dirs[1])
+            self._cache_dirs.append(CacheDir(os.path.join(cache_dir, "dwarf"), max_cache_bytes))
+        self._source_disk = SourceDiskCache(self._cache_dirs[2]) if cache_dir is not None else None
+        self._sources: dict[TableKey, SourceLines | None] = {}
+        self._source_build_ids: dict[TableKey, bytes] = {}
+        self._max_binaries = max_binaries
+        self._dwarf_failed: dict[str, int] = {}
         self._pins = PinnedFiles(proc_root, max_binaries, HOST_ROOT)
+        self._perf_maps = PerfMaps(proc_root)
         self._loader = TableLoader(max_binaries, DebugLocator(debug_roots, HOST_ROOT), table_cache)
         self._results: dict[tuple[FileKey, int], tuple[Frame, ...] | None] = {}
         self._pids: dict[int, _PidIndex] = {}
@@ -148,6 +169,8 @@ class Symbolizer:
         failures so they are retried. Call once per interval."""
         self._pins.forget_unused()
         self._drop_pid_indexes()
+        self._flush_sources()
+        self._perf_maps.forget()
 
     def _drop_pid_indexes(self) -> None:
         self._pids.clear()
@@ -157,6 +180,9 @@ class Symbolizer:
         """Close every pinned fd (at shutdown). Parsed binaries stay; files not yet parsed will
         be reopened through proc_root if needed, which fails once their process has exited."""
         self._pins.close()
+        self._flush_sources()
+        if self._fetcher is not None:
+            self._fetcher.close()
 
     # ----- user stacks ---------------------------------------------------------------------
 
@@ -200,7 +226,7 @@ class Symbolizer:
         if mapping is None or lookup >= mapping.end:
             return Symbolized(addr, FrameKind.UNKNOWN, None, UNKNOWN_FRAMES, False)
         if not mapping.is_file:
-            return self._symbolize_special(index, position, addr)
+            return self._symbolize_special(pid, index, position, addr, lookup)
         entry = self._entry(pid, mapping) if mapping.is_exec else None
         binary = entry.binary if entry is not None else None
         module = self._module(index, position, binary)
@@ -221,12 +247,15 @@ class Symbolizer:
             return Symbolized(addr, FrameKind.NATIVE, module, _placeholder(mapping, addr), False)
         return Symbolized(addr, FrameKind.NATIVE, module, frames, True)
 
-    def _symbolize_special(self, index: _PidIndex, position: int, addr: int) -> Symbolized:
+    def _symbolize_special(self, pid: int, index: _PidIndex, position: int, addr: int, lookup: int) -> Symbolized:
         mapping = index.ordered[position]
         module = self._module(index, position, None)
         if mapping.path in ("[vdso]", "[vsyscall]"):
             frames = (Frame(function=f"{mapping.path}+0x{addr - mapping.start:x}"),)
             return Symbolized(addr, FrameKind.NATIVE, module, frames, False)
+        name = self._perf_maps.lookup(pid, lookup)
+        if name is not None:
+            return Symbolized(addr, FrameKind.JIT, module, (Frame(function=name),), True)
         return Symbolized(addr, FrameKind.JIT, module, (Frame(function=f"[jit] 0x{addr:x}"),), False)
 
     def _module(self, index: _PidIndex, position: int, binary: Binary | None) -> Module:
@@ -261,7 +290,8 @@ class Symbolizer:
                     self._count_failure(Cause.NO_SYMBOLS)
                 else:
                     self._loaded += 1
-            entry.binary = Binary(info.build_id, info.loads, loaded.table)
+            entry.binary = Binary(info.build_id, info.loads, loaded.table,
+                                  self._source_lines(entry.fd, info, mapping.path, entry.root_fd))
         except SymbolizerError as err:
             entry.failure = err.cause
             self._count_failure(err.cause)
@@ -271,6 +301,42 @@ class Symbolizer:
             self._count_failure(Cause.INTERNAL)
         finally:
             self._pins.release(mapping.file_key, entry)
+
+    def _source_lines(self, fd: int, info: ElfInfo, path: str, root_fd: int) -> SourceLines | None:
+        """The binary's DWARF answers, shared per build-id (else file identity); None without DWARF."""
+        key = table_key(info.build_id, info.identity)
+        if key in self._sources:
+            return self._sources[key]
+        cached = self._source_disk.read(info.build_id) if self._source_disk is not None else StoredSource()
+        try:
+            index = open_dwarf(fd, info, path, root_fd, self._loader.locator)
+        except SymbolizerError as err:  # hostile DWARF: the symbol table still names the binary
+            self._dwarf_failed[err.cause.value] = self._dwarf_failed.get(err.cause.value, 0) + 1
+            index = None
+        if index is None and not cached.answers and self._fetcher is not None and info.build_id:
+            self._fetcher.request(info.build_id)
+        disk = self._source_disk
+        reader = (lambda: disk.read_index(info.build_id)) if disk is not None else None
+        lines = SourceLines(cached, lambda: index, reader) if cached.answers or index is not None else None
+        if len(self._sources) >= self._max_binaries:
+            self._flush_sources()
+            for old in self._sources.values():
+                if old is not None:
+                    old.close()
+            self._sources.clear()
+        self._sources[key] = lines
+        if lines is not None:
+            self._source_build_ids[key] = info.build_id
+        return lines
+
+    def _flush_sources(self) -> None:
+        """Write the DWARF answers found since the last flush to the disk cache."""
+        if self._source_disk is None:
+            return
+        for key, lines in self._sources.items():
+            stored = lines.stored() if lines is not None else None
+            if stored is not None:
+                self._source_disk.write(self._source_build_ids.get(key, b""), *stored)
 
     def _count_failure(self, cause: Cause) -> None:
         self._pins.count_failure(cause)
@@ -299,6 +365,7 @@ class Symbolizer:
             debug_failed=dict(self._loader.locator.failures),
             disk_cache=_merged(cache.counters for cache in self._cache_dirs),
             kernel_load_s=self._kernel.load_s,
+            dwarf_failed=dict(self._dwarf_failed),
         )
 
 
@@ -314,8 +381,15 @@ def _name_frames(binary: Binary, file_offset: int) -> tuple[Frame, ...] | None:
     elf_vaddr = elf_vaddr_of(file_offset, binary.loads)
     if elf_vaddr is None:
         return None
-    name = binary.table.lookup(elf_vaddr)
-    return None if name is None else (Frame(function=name),)
+    source = binary.lines.lookup(elf_vaddr) if binary.lines is not None else None
+    named = name_source_frames(source, binary.table, elf_vaddr, prefer_symbol=True)
+    if named is None:
+        return None
+    return tuple(
+        Frame(function=f.function or "[unknown]", system_name=f.system_name if f.system_name != f.function else "",
+              file=f.file, line=f.line)
+        for f in named
+    )
 
 
 def _placeholder(mapping: Mapping, addr: int) -> tuple[Frame, ...]:

@@ -34,6 +34,9 @@ MAX_SECTION_NAMES_SIZE = 1 << 20  # the part of .shstrtab read to find .gnu_debu
 SHN_XINDEX = 0xFFFF
 DEBUGLINK_SECTION = b".gnu_debuglink"
 DEBUGDATA_SECTION = b".gnu_debugdata"
+GOPCLNTAB_SECTION = b".gopclntab"
+SHF_COMPRESSED = 0x800
+MAX_DWARF_SECTIONS = 64
 NT_GNU_BUILD_ID = 3
 PF_X = 1
 
@@ -72,6 +75,16 @@ class SectionRange:
 
 
 @dataclass(frozen=True, slots=True)
+class DwarfSection:
+    """One DWARF section's place in the file; ``compressed``: SHF_COMPRESSED (an Elf_Chdr first)."""
+
+    name: str
+    offset: int
+    size: int
+    compressed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ElfInfo:
     """The headers of one ELF file that symbolization uses."""
 
@@ -85,6 +98,8 @@ class ElfInfo:
     machine: str = ""  # e_machine as pyelftools names it, e.g. "EM_X86_64"
     debuglink: SectionRange | None = None  # .gnu_debuglink: name and CRC32 of a separate debug file
     debugdata: SectionRange | None = None  # .gnu_debugdata: MiniDebugInfo, an xz-compressed ELF
+    gopclntab: SectionRange | None = None  # .gopclntab: a Go binary's function table
+    dwarf_sections: tuple[DwarfSection, ...] = ()  # .debug_* / .zdebug_* (PROGBITS), checked before libdw
 
     @property
     def has_symtab(self) -> bool:
@@ -170,12 +185,16 @@ def _read_headers(fd: int, elf: ELFFile, st: os.stat_result) -> ElfInfo:
     sources: list[SymbolSource] = []
     names = _section_names(fd, elf, st.st_size)
     named: dict[bytes, SectionRange] = {}
+    dwarf: list[DwarfSection] = []
     for index in range(elf.num_sections()):
         sh = elf._get_section_header(index)  # the header only: no payload
         if sh["sh_type"] == "SHT_PROGBITS" and names:
             name = _name_at(names, sh["sh_name"])
-            if name in (DEBUGLINK_SECTION, DEBUGDATA_SECTION) and name not in named:
+            if name in (DEBUGLINK_SECTION, DEBUGDATA_SECTION, GOPCLNTAB_SECTION) and name not in named:
                 named[name] = SectionRange(sh["sh_offset"], sh["sh_size"])
+            elif name.startswith((b".debug_", b".zdebug_")) and len(dwarf) < MAX_DWARF_SECTIONS:
+                dwarf.append(DwarfSection(name.decode("ascii", "replace"), sh["sh_offset"], sh["sh_size"],
+                                          bool(sh["sh_flags"] & SHF_COMPRESSED)))
         if sh["sh_type"] == "SHT_NOTE" and not build_id:
             notes = read_range(fd, sh["sh_offset"], min(sh["sh_size"], MAX_NOTES_SIZE), st.st_size)
             build_id = parse_build_id(notes, little, 8 if sh["sh_addralign"] == 8 else 4)
@@ -205,6 +224,8 @@ def _read_headers(fd: int, elf: ELFFile, st: os.stat_result) -> ElfInfo:
         machine=str(elf["e_machine"]),
         debuglink=named.get(DEBUGLINK_SECTION),
         debugdata=named.get(DEBUGDATA_SECTION),
+        gopclntab=named.get(GOPCLNTAB_SECTION),
+        dwarf_sections=tuple(dwarf),
     )
 
 

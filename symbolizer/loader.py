@@ -8,10 +8,10 @@ every file with the same build-id (else the same file identity), and whether it 
 Order: the in-memory LRU; then, for a binary with a build-id, the disk cache
 (``symbolizer.table_cache``, when configured); then a build. A binary without .symtab
 (stripped: only .dynsym, or nothing) is completed from its separate debug file when
-``symbolizer.debuginfo`` finds one; a debug file that turns out unreadable while its table is
-built is counted and the binary's own tables are used. A build is written back to the disk
-cache, with whether it was complete; an incomplete cached table is used only after a new
-look for a debug file finds none.
+``symbolizer.debuginfo`` finds one, else, for a Go binary, named from its .gopclntab; a debug
+file that turns out unreadable while its table is built is counted and the binary's own
+tables are used. A build is written back to the disk cache, with whether it was complete; an
+incomplete cached table is used only after a new look for a debug file finds none.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from symbolizer.cache import LruCache, TableKey, table_key
 from symbolizer.debuginfo import DebugLocator, DebugSymbols
 from symbolizer.elf import ElfInfo, LoadSegment
 from symbolizer.errors import SymbolizerError
+from symbolizer.gopclntab import go_symbol_table
+from symbolizer.source import SourceLines
 from symbolizer.symtab import SymbolTable, build_symbol_table
 from symbolizer.table_cache import SymtabDiskCache
 
@@ -33,6 +35,7 @@ class Binary:
     build_id: bytes
     loads: tuple[LoadSegment, ...]
     table: SymbolTable
+    lines: SourceLines | None = None  # DWARF answers, when the binary or its debug file has any
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,9 @@ class TableLoader:
 
     def _merge(self, fd: int, info: ElfInfo, debug: DebugSymbols | None) -> tuple[SymbolTable, bool]:
         if debug is None:
+            go_table = go_symbol_table(fd, info) if info.gopclntab is not None else None
+            if go_table is not None:
+                return go_table, True  # a Go binary's pclntab names every function
             return build_symbol_table(fd, info), False
         try:
             table = build_symbol_table(fd, info, [(debug.fd, debug.info)])

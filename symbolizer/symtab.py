@@ -56,6 +56,12 @@ class SymbolTable:
                 return self._name_at(probe)
         return None
 
+    def nearest(self, elf_vaddr: int) -> str | None:
+        """The function starting last at or before ``elf_vaddr``, whatever its size (as addr2line
+        names padding after a function); use only when DWARF says the address is code."""
+        index = bisect.bisect_right(self._starts, elf_vaddr) - 1
+        return self._name_at(index) if index >= 0 else None
+
     def lookup_start(self, elf_vaddr: int) -> int | None:
         """The start address of the function containing ``elf_vaddr``, or None."""
         index = bisect.bisect_right(self._starts, elf_vaddr) - 1

@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$here/.venv"
 cache="$here/.cache"
 
-runtime_debs=(python3-bpfcc python3-venv linux-headers-amd64)
+runtime_debs=(python3-bpfcc python3-venv linux-headers-amd64 libdw1 libstdc++6 libllvm14)
 test_debs=(bpfcc-tools linux-perf golang-go golang-github-google-pprof-dev binutils elfutils gcc g++
            podman runc busybox-static util-linux procps chromium chromium-driver)
 

@@ -5,6 +5,7 @@ These run in-process without root: every one of them must fail before any BPF is
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,10 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["run", "--interval", "0"], "--interval must be at least 1"),
         (["run", "--frequency", "20000"], "--frequency must be between 1 and 10000"),
         (["frobnicate"], "invalid choice"),
+        (["symbolize"], "required: -e/--exe"),
+        (["doctor", "--duration", "0"], "--duration must be more than 0"),
+        (["doctor", "--frequency", "0"], "--frequency must be between 1 and 10000"),
+        (["doctor", "--pid", "999999999"], "--pid 999999999: no such process"),
         ([], "required"),
     ],
 )
@@ -62,6 +67,18 @@ def test_export_dir_that_is_a_file_is_a_usage_error(capsys: pytest.CaptureFixtur
     f.write_text("x")
     code, err = run_cli(["run", "--export-dir", str(f)], capsys)
     assert code == 2 and "is not a directory" in err
+
+
+def test_symbolize_of_a_file_that_is_not_elf_is_one_line_exit_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a text file and an address on stdin
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("0\n"))
+    # WHEN it is symbolized, THEN one line says why, exit status 1
+    code, err = run_cli(["symbolize", "-e", str(text)], capsys)
+    assert code == 1 and err.count("\n") == 1 and "as ELF" in err
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,45 @@
+"""The Symbolizer facade gives DWARF file:line on a running process, and keeps it on disk.
+
+GIVEN the PIE fixture running (it prints its functions' runtime addresses), WHEN a stack
+through them is symbolized, THEN each frame's file and line are addr2line's for the same ELF
+address (runtime address - load bias, from the printed address and nm), and the answers are
+written to the cache directory at the end of the interval.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from sym_build import Binaries
+from sym_helpers import nm_address, read_maps, running
+from test_sym_symbolizer import NOWHERE, OWN_FUNCTIONS, user_stack
+
+from symbolizer import Symbolizer
+
+
+def _addr2line(path: Path, elf_vaddrs: list[int]) -> list[tuple[str, int]]:
+    out = subprocess.run(["addr2line", "-e", str(path)], input="".join(f"{a:x}\n" for a in elf_vaddrs),
+                         check=True, capture_output=True, text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        file, _, number = line.rpartition(":")
+        rows.append((file, int(number.split(" ")[0])))
+    return rows
+
+
+def test_frames_carry_addr2lines_file_and_line_and_are_cached(binaries: Binaries, tmp_path: Path) -> None:
+    symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
+    with running(binaries.pie) as child:
+        maps = read_maps(child.pid)
+        symbolizer.pin_process(child.pid, maps)
+        stack = user_stack(child.printed, OWN_FUNCTIONS)
+        result = symbolizer.symbolize_user(child.pid, maps, stack)
+        bias = child.printed["hf_work"] - nm_address(binaries.pie, "hf_work")
+    symbolizer.forget_unused()  # writes DWARF answers to the cache
+    # lookups use the byte before a return address, as the symbolizer does
+    elf_vaddrs = [addr - bias - (1 if index else 0) for index, addr in enumerate(stack)]
+    expected = _addr2line(binaries.pie, elf_vaddrs)
+    assert [(s.frames[0].file, s.frames[0].line) for s in result] == expected
+    assert all(s.frames[0].file.endswith(".c") and s.frames[0].line > 0 for s in result)
+    assert symbolizer.stats.disk_cache.get("dwarf_writes", 0) >= 1
