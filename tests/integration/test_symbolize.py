@@ -30,7 +30,7 @@ def _function_lines(exe: Path, name: str) -> set[tuple[str, int]]:
 
 
 def test_recorded_frames_carry_addr2lines_file_and_line(
-    workload: subprocess.Popen[bytes], split_exe: Path, tmp_path: Path, pprof_tool: Path
+    workload: subprocess.Popen[bytes], workload_exe: Path, tmp_path: Path, pprof_tool: Path
 ) -> None:
     # GIVEN the split workload built with -g
     out = tmp_path / "p.pb.gz"
@@ -40,18 +40,18 @@ def test_recorded_frames_carry_addr2lines_file_and_line(
     # THEN every leaf_a location pprof shows is a file:line addr2line gives for leaf_a's code
     text = pprof_text(pprof_tool, "-traces", "-lines", str(out))
     seen = {(m.group(1), int(m.group(2))) for m in re.finditer(r"leaf_a (\S+):(\d+)", text)}
-    assert seen and seen <= _function_lines(split_exe, "leaf_a")
+    assert seen and seen <= _function_lines(workload_exe, "leaf_a")
     # AND the binary's mapping says it has functions, file names and line numbers
     raw = pprof_text(pprof_tool, "-raw", str(out))
-    mapping = next(line for line in raw.splitlines() if re.match(r"\d+: 0x", line) and str(split_exe) in line)
+    mapping = next(line for line in raw.splitlines() if re.match(r"\d+: 0x", line) and str(workload_exe) in line)
     assert "[FN][FL][LN]" in mapping
 
 
-def test_doctor_reports_the_workload_fully_named(workload: subprocess.Popen[bytes], split_exe: Path) -> None:
+def test_doctor_reports_the_workload_fully_named(workload: subprocess.Popen[bytes], workload_exe: Path) -> None:
     # WHEN doctor samples the workload alone
     result = hostflame("doctor", "--duration", "2", "--pid", str(workload.pid))
     assert result.returncode == 0, result.stderr
     # THEN its binary's row shows every frame named and with a line
-    row = next(line for line in result.stdout.splitlines() if line.endswith(str(split_exe)))
+    row = next(line for line in result.stdout.splitlines() if line.endswith(str(workload_exe)))
     frames, named, lined, _ = row.split(maxsplit=3)
     assert int(frames) > 50 and named == "100.0%" and lined == "100.0%"
