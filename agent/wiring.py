@@ -1,4 +1,4 @@
-"""The one place that picks implementations: bcc loader, symbolizer, session.
+"""The one place that picks implementations: fd sampler (bcc only in its load helper), symbolizer, session.
 
 In: frequency and pid filter. Out: a started ``Session`` and its sampler, ready to attach.
 """
@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from agent import preflight
-from agent.bpf_loader import BccSampler, LoadOptions
+from agent.bpf_handover import LoadOptions
 from agent.errors import EnvironmentProblem
+from agent.fd_sampler import FdSampler
 from agent.model import ProcessInfo
 from agent.session import Session, SessionSettings
 
@@ -29,13 +30,13 @@ def require_privileges() -> None:
 
 
 @contextmanager
-def profiling_session(frequency_hz: int, pids: tuple[int, ...] = ()) -> Iterator[tuple[Session, BccSampler]]:
+def profiling_session(frequency_hz: int, pids: tuple[int, ...] = ()) -> Iterator[tuple[Session, FdSampler]]:
     """Load the sampler and build the session; the sampler is closed on the way out."""
     require_privileges()
     from symbolizer import Symbolizer
 
     started = time.monotonic()
-    sampler = BccSampler(LoadOptions(frequency_hz=frequency_hz, pids=pids))
+    sampler = FdSampler(LoadOptions(frequency_hz=frequency_hz, pids=pids))
     log.debug("BPF program loaded in %.2f s", time.monotonic() - started)
     symbolizer = Symbolizer()
 
