@@ -36,7 +36,6 @@ PERF_ATTR_SIZE = 128  # PERF_ATTR_SIZE_VER7
 
 PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_DISABLE = 0x2401
-PERF_EVENT_IOC_PERIOD = 0x40082404  # _IOW('$', 4, __u64): the sample_freq in freq mode
 PERF_EVENT_IOC_SET_BPF = 0x40042408  # _IOW('$', 8, __u32)
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -175,10 +174,6 @@ def perf_event_open(attr: ctypes.Array[ctypes.c_char], *, pid: int, cpu: int, gr
 def attach_program(event_fd: int, prog_fd: int) -> None:
     fcntl.ioctl(event_fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
     fcntl.ioctl(event_fd, PERF_EVENT_IOC_ENABLE, 0)
-
-
-def set_sample_freq(event_fd: int, frequency_hz: int) -> None:
-    fcntl.ioctl(event_fd, PERF_EVENT_IOC_PERIOD, struct.pack("=Q", frequency_hz))
 
 
 def parse_cpu_list(text: str) -> list[int]:

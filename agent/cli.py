@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from agent.config import DEFAULT_EXPORT_DIR, DEFAULT_FREQUENCY_HZ, DEFAULT_INTERVAL_S, RecordConfig, RunConfig
+from agent.config import (
+    DEFAULT_BUDGET_WINDOW_S,
+    DEFAULT_CPU_BUDGET_PERCENT,
+    DEFAULT_EXPORT_DIR,
+    DEFAULT_FREQUENCY_HZ,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_MEMORY_BUDGET_MB,
+    RecordConfig,
+    RunConfig,
+)
 from agent.errors import EXIT_OK, EXIT_RUNTIME, HostflameError, UsageError
 
 log = logging.getLogger("hostflame")
@@ -59,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"where pprof files go (default {DEFAULT_EXPORT_DIR})")
     run.add_argument("--duration", type=_positive_float, default=0.0, metavar="S",
                      help="stop after S seconds (default: run until SIGTERM or SIGINT)")
+    run.add_argument("--cpu-budget", type=_positive_float, default=DEFAULT_CPU_BUDGET_PERCENT, metavar="PCT",
+                     help="agent CPU budget, %% of one CPU (default %(default)g; 0: none); over it the "
+                          "sampling frequency is lowered, then caches are shed")
+    run.add_argument("--memory-budget", type=_positive_float, default=DEFAULT_MEMORY_BUDGET_MB, metavar="MB",
+                     help="agent resident memory budget in MB (default %(default)g; 0: none)")
+    run.add_argument("--budget-window", type=_positive_float, default=DEFAULT_BUDGET_WINDOW_S, metavar="S",
+                     help="seconds over which the budgets are judged (default %(default)g)")
 
     sub.add_parser("check", help="preflight: can this host run hostflame?")
     return parser
@@ -75,7 +91,8 @@ def _record(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = RunConfig(interval_s=args.interval, frequency_hz=args.frequency, export_dir=args.export_dir,
-                       duration_s=args.duration)
+                       duration_s=args.duration, cpu_budget_percent=args.cpu_budget,
+                       memory_budget_mb=args.memory_budget, budget_window_s=args.budget_window)
     config.validate()
     from agent.daemon import run
 

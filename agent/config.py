@@ -18,6 +18,9 @@ MAX_FREQUENCY_HZ = 10_000
 DEFAULT_FREQUENCY_HZ = 99
 DEFAULT_INTERVAL_S = 15.0
 DEFAULT_EXPORT_DIR = Path("/var/lib/hostflame/profiles")
+DEFAULT_CPU_BUDGET_PERCENT = 1.0  # of one CPU, over a budget window
+DEFAULT_MEMORY_BUDGET_MB = 100.0  # resident set of the agent
+DEFAULT_BUDGET_WINDOW_S = 30.0
 
 
 def check_frequency(frequency_hz: int) -> None:
@@ -61,8 +64,15 @@ class RunConfig:
     frequency_hz: int = DEFAULT_FREQUENCY_HZ
     export_dir: Path = DEFAULT_EXPORT_DIR
     duration_s: float = 0.0  # 0: until SIGTERM/SIGINT
+    cpu_budget_percent: float = DEFAULT_CPU_BUDGET_PERCENT  # 0: no CPU budget
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB  # 0: no memory budget
+    budget_window_s: float = DEFAULT_BUDGET_WINDOW_S
 
     def validate(self) -> None:
+        if self.cpu_budget_percent < 0 or self.memory_budget_mb < 0:
+            raise UsageError("--cpu-budget and --memory-budget must be 0 (no budget) or more")
+        if not self.budget_window_s >= 1:
+            raise UsageError(f"--budget-window must be at least 1 second, got {self.budget_window_s:g}")
         if not self.interval_s >= 1:
             raise UsageError(f"--interval must be at least 1 second, got {self.interval_s:g}")
         if self.duration_s < 0:

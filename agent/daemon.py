@@ -2,12 +2,17 @@
 exporter; SIGTERM or SIGINT flushes the partial interval and exits 0.
 
 In: a validated ``RunConfig``. Out: profiles through the ``Exporter`` interface, one
-summary line per interval in the log.
+summary line per interval in the log. The agent runs niced, and a resource governor
+(agent/governor.py) keeps its CPU and memory inside the configured budgets: when it lowers
+the frequency the interval is cut first, so every profile has one sampling period.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
+import os
 import resource
 import signal
 import time
@@ -16,10 +21,15 @@ from types import FrameType
 from agent.config import RunConfig
 from agent.errors import EXIT_OK, EnvironmentProblem
 from agent.exporters import Exporter
+from agent.fd_sampler import FdSampler
+from agent.governor import Budgets, Decision, Governor
 from agent.model import Profile
+from agent.session import Session
 from agent.wiring import profiling_session
 
 log = logging.getLogger(__name__)
+
+NICE = 10  # the host's work comes first: under contention the agent yields
 
 
 def _cpu_seconds() -> float:
@@ -27,12 +37,72 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _rss_mb() -> float:
+def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+            return int(f.read().split()[1]) * resource.getpagesize()
     except OSError:
-        return 0.0
+        return 0
+
+
+def _release_memory() -> None:
+    """Collect cycles and hand freed heap pages back to the kernel (glibc malloc_trim)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+class _Loop:
+    """State of one run: the session, its sampler, the exporters and the governor."""
+
+    def __init__(self, config: RunConfig, session: Session, sampler: FdSampler, exporters: list[Exporter]):
+        self.config = config
+        self.session = session
+        self.sampler = sampler
+        self.exporters = exporters
+        self.governor = Governor(Budgets(cpu_percent=config.cpu_budget_percent, memory_mb=config.memory_budget_mb,
+                                         window_s=config.budget_window_s), config.frequency_hz)
+        self.cpu_at_cut = _cpu_seconds()
+
+    def telemetry(self) -> dict[str, int]:
+        g = self.governor.stats
+        return {"frequency_hz": g.frequency_hz, "governor_throttles": g.throttles,
+                "governor_cache_sheds": g.cache_sheds, "governor_recoveries": g.recoveries,
+                "bpf_map_bytes": self.sampler.map_memory_bytes()}
+
+    def cut(self, ended: float | None = None) -> None:
+        """Write the interval that ends now, and log its summary line."""
+        profile = self.session.take_profile(ended, self.telemetry())
+        _export(self.exporters, profile)
+        cpu = _cpu_seconds()
+        g = self.governor.stats
+        log.info(
+            "interval: %d samples, %d lost, %d processes tracked; agent cpu %.2f s, rss %.0f MB, "
+            "bpf maps %.1f MB; %d Hz, governor throttles %d, cache sheds %d, recoveries %d",
+            profile.total_samples, profile.counters.get("lost_counts_map_full", 0),
+            self.session.registry.stats.tracked, cpu - self.cpu_at_cut, _rss_bytes() / 2**20,
+            self.sampler.map_memory_bytes() / 2**20, profile.frequency_hz, g.throttles, g.cache_sheds, g.recoveries,
+        )
+        self.cpu_at_cut = cpu
+
+    def govern(self, now: float) -> None:
+        if not self.governor.due(now):
+            return
+        decision = self.governor.observe(now, _cpu_seconds(), _rss_bytes())
+        if decision is not None:
+            self.apply(decision)
+
+    def apply(self, decision: Decision) -> None:
+        if decision.frequency_hz != self.sampler.frequency_hz:
+            self.session.drain()
+            self.cut()  # the samples so far keep the period they were taken with
+            self.sampler.set_frequency(decision.frequency_hz)
+            self.session.set_frequency(decision.frequency_hz)
+        if decision.shed_caches:
+            self.session.shed_caches()
+            _release_memory()
 
 
 def _export(exporters: list[Exporter], profile: Profile) -> None:
@@ -58,34 +128,32 @@ def run(config: RunConfig) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        os.nice(NICE)
+    except OSError:
+        log.debug("could not lower the agent's priority")
+    try:
         with profiling_session(config.frequency_hz) as (session, sampler):
             sampler.attach()
             session.start()
             log.info("profiling every CPU at %d Hz; a profile every %g s into %s",
                      config.frequency_hz, config.interval_s, config.export_dir)
+            loop = _Loop(config, session, sampler, exporters)
             started = time.monotonic()
+            loop.governor.start(started, _cpu_seconds())
             next_cut = started + config.interval_s
-            cpu_at_cut = _cpu_seconds()
             while not stop_signal:
                 now = time.monotonic()
                 if config.duration_s and now - started >= config.duration_s:
                     break
                 if now >= next_cut:
-                    profile = session.take_profile()
-                    _export(exporters, profile)
-                    cpu = _cpu_seconds()
-                    log.info(
-                        "interval: %d samples, %d lost, %d processes tracked; agent cpu %.2f s, rss %.0f MB",
-                        profile.total_samples, profile.counters.get("lost_counts_map_full", 0),
-                        session.registry.stats.tracked, cpu - cpu_at_cut, _rss_mb(),
-                    )
-                    cpu_at_cut = cpu
+                    loop.cut()
                     next_cut += config.interval_s
+                loop.govern(now)
                 session.tick(max(0.0, min(next_cut - time.monotonic(), 0.1)))
             ended = time.monotonic()
             sampler.detach()
             session.final_drain()
-            _export(exporters, session.take_profile(ended))
+            loop.cut(ended)
             log.info("stopped%s; last (partial) interval written",
                      f" on {signal.Signals(stop_signal[0]).name}" if stop_signal else "")
     finally:

@@ -103,20 +103,30 @@ class FdSampler:
                 fd = bpf_sys.perf_event_open(attr, pid=-1, cpu=0)
                 self._tracepoint_fds.append(fd)
                 bpf_sys.attach_program(fd, self._fds.programs[prog])
-            for cpu in self._cpus:
-                attr = bpf_sys.perf_event_attr(type_=bpf_sys.PERF_TYPE_SOFTWARE, config=bpf_sys.PERF_COUNT_SW_CPU_CLOCK,
-                                               period_or_freq=self.frequency_hz, freq=True)
-                fd = bpf_sys.perf_event_open(attr, pid=-1, cpu=cpu)
-                self._sampling_fds.append(fd)
-                bpf_sys.attach_program(fd, self._fds.programs["on_cpu_sample"])
+            self._open_sampling_events(self.frequency_hz)
         except OSError as exc:
             self.detach()
             raise BpfLoadError(f"cannot attach the BPF program: {exc.strerror or exc}") from exc
 
+    def _open_sampling_events(self, frequency_hz: int) -> None:
+        for cpu in self._cpus:
+            attr = bpf_sys.perf_event_attr(type_=bpf_sys.PERF_TYPE_SOFTWARE, config=bpf_sys.PERF_COUNT_SW_CPU_CLOCK,
+                                           period_or_freq=frequency_hz, freq=True)
+            fd = bpf_sys.perf_event_open(attr, pid=-1, cpu=cpu)
+            self._sampling_fds.append(fd)
+            bpf_sys.attach_program(fd, self._fds.programs["on_cpu_sample"])
+
     def set_frequency(self, frequency_hz: int) -> None:
-        """Change the sampling frequency of every CPU's event in place."""
+        """Re-open every CPU's sampling event at ``frequency_hz`` (PERF_EVENT_IOC_PERIOD is no
+        way: the kernel turns a cpu-clock frequency into a fixed period at open, so the ioctl
+        would take the number as nanoseconds)."""
         for fd in self._sampling_fds:
-            bpf_sys.set_sample_freq(fd, frequency_hz)
+            os.close(fd)
+        self._sampling_fds = []
+        try:
+            self._open_sampling_events(frequency_hz)
+        except OSError as exc:
+            raise BpfLoadError(f"cannot re-attach the sampling events at {frequency_hz} Hz: {exc}") from exc
         self.frequency_hz = frequency_hz
 
     def detach(self) -> None:
