@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tests.benchmarks import attribution, run_overhead, vs_bcc
+from tests.benchmarks import attribution, footprint, run_overhead, vs_bcc
 from tests.benchmarks.common import PPROF, Settings, machine
 from tests.benchmarks.output import say, write_result
 
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     attribution.NAME: attribution.run,
     vs_bcc.NAME: vs_bcc.run,
     run_overhead.NAME: run_overhead.run,
+    footprint.NAME: footprint.run,
 }
 
 
