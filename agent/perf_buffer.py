@@ -22,16 +22,23 @@ _HEAD_OFFSET = 1024  # struct perf_event_mmap_page: data_head, data_tail, data_o
 _TAIL_OFFSET = 1032
 
 
-class _Ring:
+class Ring:
+    """One CPU's ring: records between data_tail (ours) and data_head (the kernel's)."""
+
     __slots__ = ("data_offset", "data_size", "fd", "mem")
 
-    def __init__(self, fd: int, pages: int):
+    def __init__(self, mem: mmap.mmap, fd: int = -1):
+        """``mem``: the metadata page then the data pages, as perf_event mmap lays them out."""
         self.fd = fd
-        page = mmap.PAGESIZE
-        self.mem = mmap.mmap(fd, (pages + 1) * page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        offset, size = struct.unpack_from("=QQ", self.mem, 1040)
-        self.data_offset = offset or page
-        self.data_size = size or pages * page
+        self.mem = mem
+        offset, size = struct.unpack_from("=QQ", mem, 1040)
+        self.data_offset = offset or mmap.PAGESIZE
+        self.data_size = size or len(mem) - mmap.PAGESIZE
+
+    @classmethod
+    def open(cls, fd: int, pages: int) -> Ring:
+        mem = mmap.mmap(fd, (pages + 1) * mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        return cls(mem, fd)
 
     def read(self, records: list[bytes]) -> int:
         """Append every sample's raw bytes to ``records``; returns records lost."""
@@ -66,14 +73,15 @@ class _Ring:
 
     def close(self) -> None:
         self.mem.close()
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 class PerfBuffer:
     """Every online CPU's ring of one BPF_PERF_OUTPUT map."""
 
     def __init__(self, events_map: bpf_sys.BpfMap, cpus: Sequence[int], pages: int):
-        self._rings: list[_Ring] = []
+        self._rings: list[Ring] = []
         self._poll = select.poll()
         try:
             for cpu in cpus:
@@ -82,7 +90,7 @@ class PerfBuffer:
                     sample_type=bpf_sys.PERF_SAMPLE_RAW, wakeup_events=1, disabled=False)
                 fd = bpf_sys.perf_event_open(attr, pid=-1, cpu=cpu)
                 try:
-                    ring = _Ring(fd, pages)
+                    ring = Ring.open(fd, pages)
                 except OSError:
                     os.close(fd)
                     raise
