@@ -4,6 +4,8 @@ In: the events map (a perf event array) and the online CPUs. Out: the raw record
 with ``perf_submit``, and how many the kernel dropped (PERF_RECORD_LOST). One
 ``PERF_COUNT_SW_BPF_OUTPUT`` event per CPU, its ring mmapped, its fd stored in the map at
 the CPU's index; ``read`` walks every ring from tail to head and moves the tail on.
+A poller is woken when a ring holds ``wakeup_bytes`` (a page: ~85 events), not per event,
+so a burst of process churn costs a few wake-ups; the caller's poll timeout bounds latency.
 """
 
 from __future__ import annotations
@@ -80,14 +82,15 @@ class Ring:
 class PerfBuffer:
     """Every online CPU's ring of one BPF_PERF_OUTPUT map."""
 
-    def __init__(self, events_map: bpf_sys.BpfMap, cpus: Sequence[int], pages: int):
+    def __init__(self, events_map: bpf_sys.BpfMap, cpus: Sequence[int], pages: int,
+                 wakeup_bytes: int = mmap.PAGESIZE):
         self._rings: list[Ring] = []
         self._poll = select.poll()
         try:
             for cpu in cpus:
                 attr = bpf_sys.perf_event_attr(
                     type_=bpf_sys.PERF_TYPE_SOFTWARE, config=bpf_sys.PERF_COUNT_SW_BPF_OUTPUT, period_or_freq=1,
-                    sample_type=bpf_sys.PERF_SAMPLE_RAW, wakeup_events=1, disabled=False)
+                    sample_type=bpf_sys.PERF_SAMPLE_RAW, wakeup_bytes=wakeup_bytes, disabled=False)
                 fd = bpf_sys.perf_event_open(attr, pid=-1, cpu=cpu)
                 try:
                     ring = Ring.open(fd, pages)

@@ -35,10 +35,11 @@ class SessionSettings:
 
 class Session:
     def __init__(self, sampler: Sampler, symbolizer: SymbolizerLike, settings: SessionSettings,
-                 pin: Callable[[ProcessInfo], None] | None = None):
+                 pin: Callable[[ProcessInfo], None] | None = None, shed: Callable[[], None] | None = None):
         self.settings = settings
         self._sampler = sampler
         self._symbolizer = symbolizer
+        self._shed = shed or symbolizer.forget_unused
         self.registry = ProcessRegistry(settings.proc_root, on_snapshot=pin)
         self.collector = Collector(self.registry, symbolizer)
         self.drainer = Drainer(sampler, self._on_events)
@@ -84,8 +85,9 @@ class Session:
         self.settings = replace(self.settings, frequency_hz=frequency_hz)
 
     def shed_caches(self) -> None:
-        """Give memory back: the symbolizer drops what no live process pinned this interval."""
-        self._symbolizer.forget_unused()
+        """Give memory back: the symbolizer's caches go (``shed``; by default only what no
+        live process used this interval)."""
+        self._shed()
 
     def take_profile(self, ended_mono: float | None = None, extra_counters: dict[str, int] | None = None) -> Profile:
         """The interval since the last take (or the start), as one Profile. ``ended_mono``
