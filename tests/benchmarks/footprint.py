@@ -46,7 +46,7 @@ from tests.benchmarks.common import (
     status_kb,
 )
 from tests.benchmarks.output import Table, progress, say, target, write_result
-from tests.benchmarks.run_overhead import READY
+from tests.benchmarks.run_overhead import NO_GOVERNOR, READY
 from tests.benchmarks.vs_bcc import HOSTFLAME_UNNAMED_PREFIXES, bcc_env, hostflame_shares, is_unnamed
 from tests.fixtures.build import build_c
 
@@ -93,7 +93,7 @@ def profiler_cmd(which: str, settings: Settings, export: Path) -> list[str]:
     freq = str(settings.frequency_hz)
     if which == "hostflame":
         return [str(HOSTFLAME), "run", "--frequency", freq, "--interval", f"{settings.run_interval_s:g}",
-                "--export-dir", str(export)]
+                "--export-dir", str(export), *NO_GOVERNOR]
     if which == "bcc":
         return [shutil.which("profile-bpfcc") or "/usr/sbin/profile-bpfcc", "-F", freq, "-f", "3600"]
     return ["perf", "record", "-F", freq, "-a", "-g", "-q", "-o", str(PERF_DATA)]

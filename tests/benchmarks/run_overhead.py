@@ -46,12 +46,14 @@ TARGET_CPU_PERCENT = 1.0
 TARGET_RSS_MB = 60.0
 SAMPLE_EVERY_S = 5.0
 READY = "profiling every CPU"
+# The cost at the asked frequency is what is measured: the resource governor would lower it.
+NO_GOVERNOR = ("--cpu-budget", "0", "--memory-budget", "0")
 HOST_PROCESSES = int(os.environ.get("BENCH_PROCESSES", "200"))  # live processes on the host, tickers fill up
 
 
 def run_cmd(settings: Settings, export_dir: Path) -> list[str]:
     return [str(HOSTFLAME), "run", "--interval", f"{settings.run_interval_s:g}",
-            "--frequency", str(settings.frequency_hz), "--export-dir", str(export_dir)]
+            "--frequency", str(settings.frequency_hz), "--export-dir", str(export_dir), *NO_GOVERNOR]
 
 
 class Agent:
