@@ -79,16 +79,20 @@ class _Loop:
                 "bpf_map_bytes": self.sampler.map_memory_bytes()}
 
     def cut(self, ended: float | None = None) -> None:
-        """Write the interval that ends now, and log its summary line."""
+        """Write the interval that ends now (drained up to now, so a late loop does not shift
+        samples into the next interval), and log its summary line. ``ended``: sampling
+        stopped then and everything was drained already."""
+        if ended is None:
+            self.session.drain()
         profile = self.session.take_profile(ended, self.telemetry())
         _export(self.exporters, profile)
         _trim_heap()
         cpu = _cpu_seconds()
         g = self.governor.stats
         log.info(
-            "interval: %d samples, %d lost, %d processes tracked; agent cpu %.2f s, rss %.0f MB, "
+            "interval: %d samples in %.1f s, %d lost, %d processes tracked; agent cpu %.2f s, rss %.0f MB, "
             "bpf maps %.1f MB; %d Hz, governor throttles %d, cache sheds %d, recoveries %d",
-            profile.total_samples, profile.counters.get("lost_counts_map_full", 0),
+            profile.total_samples, profile.duration_ns / 1e9, profile.counters.get("lost_counts_map_full", 0),
             self.session.registry.stats.tracked, cpu - self.cpu_at_cut, _rss_bytes() / 2**20,
             self.sampler.map_memory_bytes() / 2**20, profile.frequency_hz, g.throttles, g.cache_sheds, g.recoveries,
         )
@@ -103,7 +107,6 @@ class _Loop:
 
     def apply(self, decision: Decision) -> None:
         if decision.frequency_hz != self.sampler.frequency_hz:
-            self.session.drain()
             self.cut()  # the samples so far keep the period they were taken with
             self.sampler.set_frequency(decision.frequency_hz)
             self.session.set_frequency(decision.frequency_hz)
@@ -155,6 +158,8 @@ def run(config: RunConfig) -> int:
                 if now >= next_cut:
                     loop.cut()
                     next_cut += config.interval_s
+                    if next_cut <= now:  # the loop was held up (a starved agent yields): no empty catch-up cuts
+                        next_cut = now + config.interval_s
                 loop.govern(now)
                 session.tick(max(0.0, min(next_cut - time.monotonic(), 0.1)))
             ended = time.monotonic()

@@ -3,9 +3,10 @@
 In: one observation per window (the agent's CPU seconds and resident bytes, from the
 daemon). Out: a ``Decision``: the sampling frequency to use and whether to shed caches.
 Order when a budget is crossed: lower the frequency first (halving, down to
-``min_frequency_hz``); if the next window is still over (or the floor is reached), shed
-caches too. When usage stays under half of every budget for ``recover_windows`` windows, the
-frequency doubles back, up to the configured one. The first throttle is logged once as a
+``min_frequency_hz``); if memory is still over in the next window (or the floor is reached),
+shed caches too (shedding helps memory but costs CPU to rebuild, so never for CPU alone).
+When usage stays under half of every budget for ``recover_windows`` windows, the frequency
+doubles back, up to the configured one. The first throttle is logged once as a
 warning; every step is counted in ``stats`` for telemetry and the summary line.
 Pure logic, no clock and no I/O: the daemon measures and applies.
 """
@@ -104,7 +105,9 @@ class Governor:
         self._calm_windows = 0
         b = self.budgets
         lowered = max(b.min_frequency_hz, self._frequency // 2)
-        shed = self._over_before or lowered == self._frequency
+        # Shedding frees memory but costs CPU to rebuild: only for the memory budget, and only
+        # once a lower frequency has had a window to help.
+        shed = mem_share > 1.0 and (self._over_before or lowered == self._frequency)
         self._over_before = True
         if lowered != self._frequency:
             self._throttles += 1
