@@ -6,7 +6,9 @@ unit of integer work repeated for W s, printing the units done) under each of: n
 /dev/shm/...``. Each profiler is started first and judged ready (hostflame: its "profiling
 every CPU" line; bcc and perf: one perf-event fd per CPU, then 1 s), then the workload runs.
 Per run: workload ops/s (sum over copies) and its ratio to the no-profiler run of the same
-rep; profiler CPU seconds during the workload (/proc/PID/stat utime+stime+cutime+cstime,
+rep, and ops per CPU second the workload got (wait4 rusage; steadier on a shared host, and
+still charged with the sampling interrupts and BPF program, which run on the workload's time);
+profiler CPU seconds during the workload (/proc/PID/stat utime+stime+cutime+cstime,
 live descendants included), at start-up, and in all (wait4 rusage at exit: bcc and perf do
 their symbolizing or writing after sampling stops); RSS steady (median VmRSS, every second) and
 peak (VmHWM); for hostflame also PSS and USS (smaps_rollup) and its BPF map memory (fdinfo
@@ -165,15 +167,26 @@ def run_throughput(exe: Path, seconds: float, profiler: Profiler | None) -> dict
     procs = [subprocess.Popen([str(exe), f"{seconds:g}"], stdout=subprocess.PIPE, text=True) for _ in range(n)]
     rss: list[int] = []
     mem: list[dict[str, int]] = []
-    while any(p.poll() is None for p in procs):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         time.sleep(1.0)
         if pid and profiler and profiler.proc.poll() is None:
             rss.append(status_kb(pid, "VmRSS"))
             if profiler.which == "hostflame":
                 mem.append(smaps_kb(pid))
-    outputs = [p.communicate()[0].split() for p in procs]
+    outputs, workload_cpu_s = [], 0.0
+    for p in procs:  # reaped with wait4 for each copy's own CPU time
+        assert p.stdout is not None
+        outputs.append(p.stdout.read().split())
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        workload_cpu_s += usage.ru_utime + usage.ru_stime
+    ops = sum(int(o[0]) for o in outputs)
     result: dict[str, Any] = {
         "ops_per_s": sum(int(o[0]) / float(o[1]) for o in outputs),
+        # Per CPU second the workload got: insensitive to other tenants taking CPU time, still
+        # charged with the sampling interrupts and BPF program (they run on its time).
+        "ops_per_cpu_s": ratio(ops, workload_cpu_s),
         "host_busy_percent": busy_percent(host0, host_cpu_ticks()),
     }
     if profiler:
@@ -207,6 +220,7 @@ def throughput_rep(settings: Settings, exe: Path, tmp: Path, rep: int) -> dict[s
         PERF_DATA.unlink(missing_ok=True)
     for values in out.values():
         values["throughput_ratio"] = ratio(values["ops_per_s"], out["none"]["ops_per_s"])
+        values["per_cpu_ratio"] = ratio(values["ops_per_cpu_s"], out["none"]["ops_per_cpu_s"])
     return out
 
 
@@ -224,7 +238,7 @@ def long_run(settings: Settings, tmp: Path, tag: str, churn: bool) -> dict[str, 
     loop = None
     try:
         profiler.wait_ready()
-        time.sleep(3.0)  # past the first drains: start-up is not the steady state
+        time.sleep(5.0 if settings.quick else settings.run_interval_s + 5)  # past warm-up and the first cut
         if churn:
             loop = subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"], start_new_session=True)
         t0, cpu0, forks0, host0 = time.monotonic(), proc_tree_cpu_s(profiler.proc.pid), forks_total(), host_cpu_ticks()
@@ -264,7 +278,8 @@ def true_naming(export: Path) -> dict[str, Any]:
             "true_leaf_named_percent": 100.0 * ratio(leaf_named, samples)}
 
 
-METRICS = ("ops_per_s", "throughput_ratio", "profiler_cpu_s", "startup_cpu_s", "total_cpu_s", "rss_steady_kb",
+METRICS = ("ops_per_s", "throughput_ratio", "ops_per_cpu_s", "per_cpu_ratio", "profiler_cpu_s", "startup_cpu_s",
+           "total_cpu_s", "rss_steady_kb",
            "rss_peak_kb", "pss_steady_kb", "uss_steady_kb", "bpf_map_bytes", "host_busy_percent")
 
 
@@ -306,14 +321,15 @@ def render(result: dict[str, Any]) -> str:
     s = result["settings"]
     table = Table(f"footprint: {s['window_s']:g} s of the throughput workload on every CPU at {s['frequency_hz']} Hz, "
                   f"{s['reps']} reps (medians)",
-                  ["profiler", "ops/s", "ratio", "CPU s in window", "start-up CPU s", "CPU s in all", "RSS steady MB",
+                  ["profiler", "ops/s", "ratio", "ops/CPU-s ratio", "CPU s in window", "start-up CPU s", "CPU s in all",
+                   "RSS steady MB",
                    "RSS peak MB", "PSS MB", "USS MB", "BPF maps MB", "host busy %"])
     for which, m in result["medians"].items():
         nan = float("nan")
         mb = [m.get(k, nan) / 1024 for k in ("rss_steady_kb", "rss_peak_kb", "pss_steady_kb", "uss_steady_kb")]
         cpu = [m.get(k, nan) for k in ("profiler_cpu_s", "startup_cpu_s", "total_cpu_s")]
-        table.add(which, m["ops_per_s"], m["throughput_ratio"], *cpu, *mb, m.get("bpf_map_bytes", nan) / 2**20,
-                  m["host_busy_percent"])
+        table.add(which, m["ops_per_s"], m["throughput_ratio"], m["per_cpu_ratio"], *cpu, *mb,
+                  m.get("bpf_map_bytes", nan) / 2**20, m["host_busy_percent"])
     idle, churn = result["idle"], result["churn"]
     lines = [table.render(),
              f"idle host ({s['long_window_s']:g} s): hostflame {idle['cpu_s_per_minute']:.3f} CPU s per minute "
