@@ -186,7 +186,11 @@ class FdSampler:
         return tuple(totals)
 
     def poll_events(self, timeout_ms: int) -> list[ProcessEvent]:
-        return [decode_event(raw) for raw in self._events.read(timeout_ms)]
+        """Events of every CPU's ring in the order they happened (rings are read one CPU after
+        another, so an exit on CPU 0 would otherwise come before its first sample on CPU 1)."""
+        events = [decode_event(raw) for raw in self._events.read(timeout_ms)]
+        events.sort(key=lambda e: e.time_ns)
+        return events
 
     # --- telemetry --------------------------------------------------------------------------
     def map_memory_bytes(self) -> int:
