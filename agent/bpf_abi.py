@@ -5,6 +5,8 @@ header through ``gcc -E -dM``, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import re
+import struct
 from dataclasses import dataclass
 
 COUNTS_MAP_SIZE = 16384
@@ -52,6 +54,21 @@ COUNTER_NAMES = (
     "process_events_lost",
     "pids_map_full",
 )
+
+
+# struct layouts for the struct module (native alignment spelled out, little or big endian as
+# the host): the test diffs sizes and offsets against gcc's layout of the header's structs.
+SAMPLE_KEY_FORMAT = "=IIQii16s"  # struct sample_key: pid, tid, incarnation, user/kernel stack id, comm
+PROCESS_EVENT_FORMAT = "=IIQQ16s"  # struct process_event: kind, pid, incarnation, time_ns, comm
+SAMPLE_KEY_SIZE = struct.calcsize(SAMPLE_KEY_FORMAT)
+PROCESS_EVENT_SIZE = struct.calcsize(PROCESS_EVENT_FORMAT)
+STACK_VALUE_SIZE = 8 * MAX_STACK_DEPTH  # a stack trace map value: u64 ip[MAX_STACK_DEPTH]
+
+
+def field_offsets(fmt: str) -> list[int]:
+    """Offset of each field of a ``struct`` format of single fields and ``Ns`` strings."""
+    codes = re.findall(r"\d*[a-zA-Z]", fmt[1:])
+    return [struct.calcsize(fmt[0] + "".join(codes[:i])) for i in range(len(codes))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from agent.config import (
+    DEFAULT_BUDGET_WINDOW_S,
+    DEFAULT_CPU_BUDGET_PERCENT,
     DEFAULT_EXPORT_DIR,
     DEFAULT_FREQUENCY_HZ,
     DEFAULT_INTERVAL_S,
+    DEFAULT_MEMORY_BUDGET_MB,
     RecordConfig,
     check_frequency,
     check_pids,
@@ -77,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve Prometheus /metrics here (default: off)")
     run.add_argument("--duration", type=_positive_float, default=None, metavar="S",
                      help="stop after S seconds (default: run until SIGTERM or SIGINT)")
+    run.add_argument("--cpu-budget", type=_positive_float, default=None, metavar="PCT",
+                     help=f"agent CPU budget, %% of one CPU (default {DEFAULT_CPU_BUDGET_PERCENT:g}; 0: none); "
+                          "over it the sampling frequency is lowered, then caches are shed")
+    run.add_argument("--memory-budget", type=_positive_float, default=None, metavar="MB",
+                     help=f"agent resident memory budget in MB (default {DEFAULT_MEMORY_BUDGET_MB:g}; 0: none)")
+    run.add_argument("--budget-window", type=_positive_float, default=None, metavar="S",
+                     help=f"seconds over which the budgets are judged (default {DEFAULT_BUDGET_WINDOW_S:g})")
 
     sub.add_parser("check", help="preflight: can this host run hostflame?")
 

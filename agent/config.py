@@ -20,6 +20,9 @@ MAX_FREQUENCY_HZ = 10_000
 DEFAULT_FREQUENCY_HZ = 99
 DEFAULT_INTERVAL_S = 15.0
 DEFAULT_EXPORT_DIR = Path("/var/lib/hostflame/profiles")
+DEFAULT_CPU_BUDGET_PERCENT = 1.0  # of one CPU, over a budget window
+DEFAULT_MEMORY_BUDGET_MB = 100.0  # resident set of the agent
+DEFAULT_BUDGET_WINDOW_S = 30.0
 
 
 def check_frequency(frequency_hz: int) -> None:
@@ -109,8 +112,16 @@ class RunConfig:
         if self.export_dir is None:
             return None
         return DiskConfig(self.export_dir, self.disk_max_age_s, self.disk_max_total_bytes)
+    cpu_budget_percent: float = DEFAULT_CPU_BUDGET_PERCENT  # 0: no CPU budget
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB  # 0: no memory budget
+    budget_window_s: float = DEFAULT_BUDGET_WINDOW_S
 
     def validate(self) -> None:
+        for key in ("cpu_budget_percent", "memory_budget_mb"):
+            if getattr(self, key) < 0:
+                raise UsageError(f"{self.name(key)} must be 0 (no budget) or more, got {getattr(self, key):g}")
+        if not self.budget_window_s >= 1:
+            raise UsageError(f"{self.name('budget_window_s')} must be at least 1 second, got {self.budget_window_s:g}")
         if not self.interval_s >= 1:
             raise UsageError(f"{self.name('interval_s')} must be at least 1 second, got {self.interval_s:g}")
         if self.duration_s < 0:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # /proc start times have clock-tick resolution; allow that much (and a little) of slack.
 _START_SLACK_NS = 3 * 1_000_000_000 // CLK_TCK
+SWEEP_EVERY_DRAINS = 30  # drains are about a second apart
 
 
 def boot_to_monotonic_ns() -> int:
@@ -41,6 +42,7 @@ class RegistryStats:
     late_snapshots: int  # first seen in a drain rather than through an event
     map_refreshes: int
     removed: int
+    swept: int = 0  # ended by the sweep: the process was gone and no exit event said so
 
 
 class ProcessRegistry:
@@ -53,7 +55,7 @@ class ProcessRegistry:
         self._ended_at_drain: dict[tuple[int, int], int] = {}  # key -> drain number when ended
         self._drains = 0
         self._refreshed_in_drain: set[tuple[int, int]] = set()
-        self._snapshots = self._gone = self._late = self._refreshes = self._removed = 0
+        self._snapshots = self._gone = self._late = self._refreshes = self._removed = self._swept = 0
 
     # --- events --------------------------------------------------------------------------
     def on_event(self, event: ProcessEvent) -> ProcessInfo | None:
@@ -103,11 +105,23 @@ class ProcessRegistry:
         whose samples (in either generation) have now all been read."""
         self._drains += 1
         self._refreshed_in_drain.clear()
+        if self._drains % SWEEP_EVERY_DRAINS == 0:
+            self._sweep()
         done = [k for k, d in self._ended_at_drain.items() if self._drains - d >= 2]
         for key in done:
             del self._ended_at_drain[key]
             self._procs.pop(key, None)
             self._removed += 1
+
+    def _sweep(self) -> None:
+        """End incarnations whose process is gone without an exit event reaching us (a sample
+        taken after the exit tracepoint, in the exiting task's last moments, starts one
+        that nothing ends). One /proc/PID/stat read per tracked live incarnation."""
+        for (pid, incarnation), info in list(self._procs.items()):
+            key = (pid, incarnation)
+            if info.alive and key not in self._ended_at_drain and not self._is_same_process(pid, incarnation):
+                self._ended_at_drain[key] = self._drains
+                self._swept += 1
 
     @property
     def stats(self) -> RegistryStats:
@@ -118,6 +132,7 @@ class ProcessRegistry:
             late_snapshots=self._late,
             map_refreshes=self._refreshes,
             removed=self._removed,
+            swept=self._swept,
         )
 
     # --- snapshots -----------------------------------------------------------------------
@@ -159,6 +174,8 @@ class ProcessRegistry:
                 mappings=procfs.parse_maps(files.maps),
             )
         self._procs[(pid, incarnation)] = info
+        if not info.alive:  # gone already: no event will end it, so it ends with this drain
+            self._ended_at_drain.setdefault((pid, incarnation), self._drains)
         if info.alive and self._on_snapshot:
             self._on_snapshot(info)
         return info

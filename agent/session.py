@@ -10,7 +10,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.bpf_abi import ProcessEvent
@@ -35,10 +35,11 @@ class SessionSettings:
 
 class Session:
     def __init__(self, sampler: Sampler, symbolizer: SymbolizerLike, settings: SessionSettings,
-                 pin: Callable[[ProcessInfo], None] | None = None):
+                 pin: Callable[[ProcessInfo], None] | None = None, shed: Callable[[], None] | None = None):
         self.settings = settings
         self._sampler = sampler
         self._symbolizer = symbolizer
+        self._shed = shed or symbolizer.forget_unused
         self.registry = ProcessRegistry(settings.proc_root, on_snapshot=pin)
         self.collector = Collector(self.registry, symbolizer)
         self.drainer = Drainer(sampler, self._on_events)
@@ -78,9 +79,20 @@ class Session:
     def stats(self) -> DrainStats:
         return self.drainer.stats()
 
-    def take_profile(self, ended_mono: float | None = None) -> Profile:
+    def set_frequency(self, frequency_hz: int) -> None:
+        """The sampler now runs at ``frequency_hz``: profiles taken from now on say so. Take
+        the profile of the old frequency first, so each profile has one sampling period."""
+        self.settings = replace(self.settings, frequency_hz=frequency_hz)
+
+    def shed_caches(self) -> None:
+        """Give memory back: the symbolizer's caches go (``shed``; by default only what no
+        live process used this interval)."""
+        self._shed()
+
+    def take_profile(self, ended_mono: float | None = None, extra_counters: dict[str, int] | None = None) -> Profile:
         """The interval since the last take (or the start), as one Profile. ``ended_mono``
-        (time.monotonic()) is when sampling stopped, when it stopped before this call."""
+        (time.monotonic()) is when sampling stopped, when it stopped before this call;
+        ``extra_counters`` (agent telemetry) join the BPF counters in the profile's comments."""
         now_mono = time.monotonic()
         now_ns = time.time_ns()
         if ended_mono is not None:
@@ -89,6 +101,7 @@ class Session:
         totals = self.stats().counters
         interval_counters = {k: v - self._counters_at_start.get(k, 0) for k, v in totals.items()}
         self._counters_at_start = totals
+        interval_counters.update(extra_counters or {})
         profile = self.collector.take(
             start_ns=self._interval_start_ns,
             duration_ns=int((now_mono - self._interval_start_mono) * 1e9),

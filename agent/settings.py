@@ -32,7 +32,7 @@ _REMOTE_KEYS: dict[str, type] = {
 }
 SCALAR_KEYS: dict[str, type] = {
     "interval_s": float, "frequency_hz": int, "duration_s": float, "host": str, "shutdown_grace_s": float,
-    "metrics_addr": str,
+    "metrics_addr": str, "cpu_budget_percent": float, "memory_budget_mb": float, "budget_window_s": float,
     "disk.dir": str, "disk.max_age_s": float, "disk.max_total_bytes": int,
     **{f"pyroscope.{k}": t for k, t in _REMOTE_KEYS.items()}, "pyroscope.api": str,
     **{f"otlp.{k}": t for k, t in _REMOTE_KEYS.items()},
@@ -128,7 +128,8 @@ FLAG_KEYS = {  # flag dest -> (dotted key, flag)
     "interval": ("interval_s", "--interval"), "frequency": ("frequency_hz", "--frequency"),
     "duration": ("duration_s", "--duration"), "export_dir": ("disk.dir", "--export-dir"),
     "pyroscope_url": ("pyroscope.url", "--pyroscope-url"), "otlp_url": ("otlp.url", "--otlp-url"),
-    "metrics_addr": ("metrics_addr", "--metrics-addr"),
+    "metrics_addr": ("metrics_addr", "--metrics-addr"), "cpu_budget": ("cpu_budget_percent", "--cpu-budget"),
+    "memory_budget": ("memory_budget_mb", "--memory-budget"), "budget_window": ("budget_window_s", "--budget-window"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The one place that picks implementations: bcc loader, symbolizer, session.
+"""The one place that picks implementations: fd sampler (bcc only in its load helper), symbolizer, session.
 
 In: frequency and pid filter. Out: a started ``Session`` and its sampler, ready to attach.
 """
@@ -7,16 +7,59 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from agent import host, preflight
-from agent.bpf_loader import BccSampler, LoadOptions
+from agent.bpf_handover import LoadOptions
 from agent.errors import EnvironmentProblem
-from agent.model import ProcessInfo
+from agent.fd_sampler import FdSampler
+from agent.model import Mapping, ProcessInfo, Symbolized
 from agent.session import Session, SessionSettings
 
+if TYPE_CHECKING:
+    from symbolizer import Symbolizer
+
 log = logging.getLogger(__name__)
+
+
+class SheddableSymbolizer:
+    """The symbolizer behind one indirection, so the resource governor can drop every cache
+    (parsed symbol tables, memos, pinned files, kernel symbols) at once by starting afresh.
+    Binaries of live processes are reopened through /proc when next needed."""
+
+    def __init__(self) -> None:
+        self._inner = self._make()
+        self.sheds = 0
+
+    @staticmethod
+    def _make() -> Symbolizer:
+        from symbolizer import Symbolizer
+        from symbolizer.debuginfod import Debuginfod, urls_from_env
+
+        # Parsed symbol tables and kernel symbols persist by build id / boot id across runs.
+        # DEBUGINFOD_URLS: missing debug files are fetched by build-id on a background thread.
+        urls = urls_from_env()
+        debuginfod = Debuginfod(urls, str(host.default_cache_dir() / "debuginfod")) if urls else None
+        return Symbolizer(cache_dir=str(host.default_cache_dir() / "symbols"), debuginfod=debuginfod)
+
+    def symbolize_user(self, pid: int, mappings: Sequence[Mapping], addrs: Sequence[int]) -> list[Symbolized]:
+        return self._inner.symbolize_user(pid, mappings, addrs)
+
+    def symbolize_kernel(self, addrs: Sequence[int]) -> list[Symbolized]:
+        return self._inner.symbolize_kernel(addrs)
+
+    def forget_unused(self) -> None:
+        self._inner.forget_unused()
+
+    def pin(self, info: ProcessInfo) -> None:
+        self._inner.pin_process(info.pid, info.mappings)
+
+    def shed(self) -> None:
+        self._inner.close()
+        self._inner = self._make()
+        self.sheds += 1
 
 
 def require_privileges() -> None:
@@ -29,25 +72,15 @@ def require_privileges() -> None:
 
 
 @contextmanager
-def profiling_session(frequency_hz: int, pids: tuple[int, ...] = ()) -> Iterator[tuple[Session, BccSampler]]:
+def profiling_session(frequency_hz: int, pids: tuple[int, ...] = ()) -> Iterator[tuple[Session, FdSampler]]:
     """Load the sampler and build the session; the sampler is closed on the way out."""
     require_privileges()
-    from symbolizer import Symbolizer
-    from symbolizer.debuginfod import Debuginfod, urls_from_env
-
     started = time.monotonic()
-    sampler = BccSampler(LoadOptions(frequency_hz=frequency_hz, pids=pids))
+    sampler = FdSampler(LoadOptions(frequency_hz=frequency_hz, pids=pids))
     log.debug("BPF program loaded in %.2f s", time.monotonic() - started)
-    # Parsed symbol tables and kernel symbols persist by build id / boot id across runs.
-    # DEBUGINFOD_URLS: missing debug files are fetched by build-id on a background thread.
-    urls = urls_from_env()
-    debuginfod = Debuginfod(urls, str(host.default_cache_dir() / "debuginfod")) if urls else None
-    symbolizer = Symbolizer(cache_dir=str(host.default_cache_dir() / "symbols"), debuginfod=debuginfod)
-
-    def pin(info: ProcessInfo) -> None:
-        symbolizer.pin_process(info.pid, info.mappings)
-
-    session = Session(sampler, symbolizer, SessionSettings(frequency_hz=frequency_hz), pin=pin)
+    symbolizer = SheddableSymbolizer()
+    session = Session(sampler, symbolizer, SessionSettings(frequency_hz=frequency_hz), pin=symbolizer.pin,
+                      shed=symbolizer.shed)
     try:
         yield session, sampler
     finally:

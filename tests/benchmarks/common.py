@@ -213,8 +213,11 @@ def build_dir(settings: Settings) -> Path:
 
 
 @contextmanager
-def busy_workload(settings: Settings, splits: int = 2, shell_loop: bool = False) -> Iterator[Workload]:
+def busy_workload(settings: Settings, splits: int = 2, shell_loop: bool = False,
+                  processes: int = 0) -> Iterator[Workload]:
     """``splits`` copies of tests/fixtures/c/split.c (CPU burners with frame pointers), plus
+    enough tickers (tests/fixtures/c/short_lived.c 0.005 1: 5 ms of CPU a second each) to
+    bring the host to ``processes`` processes, plus
     optionally a shell that execs /bin/true in a loop (short-lived processes, ld.so and libc
     frames). Each runs in its own session so it is killed with everything it started."""
     split = build_c("split", build_dir(settings))
@@ -223,6 +226,10 @@ def busy_workload(settings: Settings, splits: int = 2, shell_loop: bool = False)
     if shell_loop:
         commands.append("sh -c 'while :; do /bin/true; done'")
         comms |= {"sh", "true"}
+    tickers = max(0, processes - len(commands) - sum(1 for p in Path("/proc").iterdir() if p.name.isdigit()))
+    if tickers:
+        commands += [shlex.join([str(build_c("short_lived", build_dir(settings))), "0.005", "1"])] * tickers
+        comms |= {"short_lived"}
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for command in commands:

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tests.benchmarks import attribution, delivery, run_overhead, symbolize, viewer, vs_bcc
+from tests.benchmarks import attribution, delivery, footprint, run_overhead, symbolize, viewer, vs_bcc
 from tests.benchmarks.common import PPROF, Settings, machine
 from tests.benchmarks.output import say, write_result
 
@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     viewer.NAME: viewer.run,
     delivery.NAME: delivery.run,
     symbolize.NAME: symbolize.run,
+    footprint.NAME: footprint.run,
 }
 
 

@@ -1,17 +1,15 @@
-"""agent/bpf_abi.py and the loader's ctypes struct mirror bpf/profile.h exactly.
+"""agent/bpf_abi.py (constants and struct formats) mirrors bpf/profile.h exactly.
 
 The expected values come from the C compiler reading the header, not from our own code.
 """
 
 from __future__ import annotations
 
-import ctypes
 import re
 import subprocess
 from pathlib import Path
 
 from agent import bpf_abi
-from agent.bpf_loader import ProcessEventStruct
 from bpf import HEADER_PATH
 
 
@@ -38,23 +36,25 @@ def test_counter_names_cover_every_counter() -> None:
     assert len(bpf_abi.COUNTER_NAMES) == bpf_abi.COUNTER_SIZE
 
 
-def test_process_event_layout_matches_the_c_compiler(tmp_path: Path) -> None:
-    # GIVEN a C program that prints the layout of struct process_event as gcc lays it out
-    src = tmp_path / "layout.c"
+def c_layout(tmp_path: Path, struct_name: str, fields: list[str]) -> list[int]:
+    """sizeof and each field's offset of one struct of the header, as gcc lays it out."""
+    src = tmp_path / f"{struct_name}.c"
+    offsets = "".join(f', offsetof(struct {struct_name}, {f})' for f in fields)
     src.write_text(
         '#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n'
         f'#include "{HEADER_PATH}"\n'
-        "int main(void) { printf(\"%zu %zu %zu %zu %zu\\n\", sizeof(struct process_event),"
-        " offsetof(struct process_event, pid), offsetof(struct process_event, incarnation),"
-        " offsetof(struct process_event, time_ns), offsetof(struct process_event, comm)); return 0; }\n"
+        f'int main(void) {{ printf("%zu{" %zu" * len(fields)}\\n", sizeof(struct {struct_name}){offsets});'
+        " return 0; }\n"
     )
-    exe = tmp_path / "layout"
+    exe = tmp_path / struct_name
     subprocess.run(["gcc", "-o", str(exe), str(src)], check=True)
-    size, pid, incarnation, time_ns, comm = map(int, subprocess.run([str(exe)], capture_output=True, text=True,
-                                                                     check=True).stdout.split())
-    # THEN the ctypes mirror the loader reads events with has the same layout
-    assert ctypes.sizeof(ProcessEventStruct) == size
-    assert ProcessEventStruct.pid.offset == pid
-    assert ProcessEventStruct.incarnation.offset == incarnation
-    assert ProcessEventStruct.time_ns.offset == time_ns
-    assert ProcessEventStruct.comm.offset == comm
+    return list(map(int, subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()))
+
+
+def test_struct_formats_match_the_c_compiler(tmp_path: Path) -> None:
+    # GIVEN the layouts gcc gives the header's structs
+    key = c_layout(tmp_path, "sample_key", ["pid", "tid", "incarnation", "user_stack_id", "kernel_stack_id", "comm"])
+    event = c_layout(tmp_path, "process_event", ["kind", "pid", "incarnation", "time_ns", "comm"])
+    # THEN the struct formats the agent decodes map entries and events with agree
+    assert [bpf_abi.SAMPLE_KEY_SIZE, *bpf_abi.field_offsets(bpf_abi.SAMPLE_KEY_FORMAT)] == key
+    assert [bpf_abi.PROCESS_EVENT_SIZE, *bpf_abi.field_offsets(bpf_abi.PROCESS_EVENT_FORMAT)] == event

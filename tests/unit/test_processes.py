@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agent.bpf_abi import EVENT_EXEC, EVENT_EXIT, EVENT_NEW_PROCESS, ProcessEvent
 from agent.model import ProcessInfo
-from agent.processes import CLK_TCK, ProcessRegistry, boot_to_monotonic_ns
+from agent.processes import CLK_TCK, SWEEP_EVERY_DRAINS, ProcessRegistry, boot_to_monotonic_ns
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
 START_TICKS = 123456  # field 22 of tests/fixtures/proc/4242/stat
@@ -84,3 +84,29 @@ def test_exit_of_a_never_snapshotted_incarnation_keeps_its_comm(tmp_path: Path) 
     reg.on_event(event(EVENT_EXIT, LATER, pid=7))
     info = reg.lookup(7, LATER, "other")
     assert not info.alive and info.comm == "bpf-comm"
+
+
+def test_an_incarnation_first_seen_gone_is_removed_without_an_event() -> None:
+    # GIVEN a drain that meets a pid no longer in /proc, and no exit event will ever come
+    reg = ProcessRegistry(FIXTURES)
+    info = reg.lookup(99999, LATER, "gone")
+    assert not info.alive and reg.stats.tracked == 1
+    # WHEN two more drains end
+    reg.end_drain()
+    reg.end_drain()
+    # THEN it is not tracked any more
+    assert reg.stats.tracked == 0 and reg.stats.removed == 1
+
+
+def test_the_sweep_ends_an_incarnation_whose_process_vanished(tmp_path: Path) -> None:
+    # GIVEN a live snapshot of pid 4242, whose /proc entry then disappears without an exit event
+    root = tmp_path / "proc"
+    shutil.copytree(FIXTURES, root)
+    reg = ProcessRegistry(root)
+    reg.on_event(event(EVENT_NEW_PROCESS, LATER))
+    shutil.rmtree(root / "4242")
+    # WHEN the sweep runs (every SWEEP_EVERY_DRAINS drains) and two drains pass after it
+    for _ in range(SWEEP_EVERY_DRAINS + 2):
+        reg.end_drain()
+    # THEN the incarnation is gone from the registry
+    assert reg.stats.tracked == 0 and reg.stats.swept == 1

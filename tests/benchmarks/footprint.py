@@ -1,0 +1,345 @@
+"""Benchmark 4, footprint: what each profiler costs the host, side by side in one run.
+
+Part 1, throughput: one ``throughput`` process per CPU (tests/fixtures/c/throughput.c: a fixed
+unit of integer work repeated for W s, printing the units done) under each of: no profiler;
+``hostflame run --frequency 99``; ``profile-bpfcc -F 99``; ``perf record -F 99 -a -g -o
+/dev/shm/...``. Each profiler is started first and judged ready (hostflame: its "profiling
+every CPU" line; bcc and perf: one perf-event fd per CPU, then 1 s), then the workload runs.
+Per run: workload ops/s (sum over copies) and its ratio to the no-profiler run of the same
+rep, and ops per CPU second the workload got (wait4 rusage; steadier on a shared host, and
+still charged with the sampling interrupts and BPF program, which run on the workload's time);
+profiler CPU seconds during the workload (/proc/PID/stat utime+stime+cutime+cstime,
+live descendants included), at start-up, and in all (wait4 rusage at exit: bcc and perf do
+their symbolizing or writing after sampling stops); RSS steady (median VmRSS, every second) and
+peak (VmHWM); for hostflame also PSS and USS (smaps_rollup) and its BPF map memory (fdinfo
+memlock of its bpf-map fds). The order of the four rotates every rep.
+
+Part 2, idle: ``hostflame run`` with no workload started: agent CPU seconds per minute.
+Part 3, churn: ``sh -c 'while :; do /bin/true; done'`` (hundreds of execs per second, counted
+from /proc/stat ``processes``): agent CPU %, and of the samples whose comm is ``true``, the
+share of frames named and the share whose leaf is named (Google pprof reads the profiles).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.common import (
+    HOSTFLAME,
+    Settings,
+    artifacts_dir,
+    build_dir,
+    busy_percent,
+    command_line,
+    host_cpu_ticks,
+    machine,
+    median,
+    perf_event_fds,
+    pprof_samples,
+    proc_tree_cpu_s,
+    ratio,
+    status_kb,
+)
+from tests.benchmarks.output import Table, progress, say, target, write_result
+from tests.benchmarks.run_overhead import NO_GOVERNOR, READY
+from tests.benchmarks.vs_bcc import HOSTFLAME_UNNAMED_PREFIXES, bcc_env, hostflame_shares, is_unnamed
+from tests.fixtures.build import build_c
+
+NAME = "footprint"
+PROFILERS = ("none", "hostflame", "bcc", "perf")
+TARGET_RATIO = 0.99
+PERF_DATA = Path("/dev/shm/hostflame-bench-perf.data")
+
+
+def window_s(settings: Settings) -> float:
+    return float(os.environ.get("BENCH_FOOTPRINT_WINDOW", "8" if settings.quick else "20"))
+
+
+def long_window_s(settings: Settings) -> float:
+    return float(os.environ.get("BENCH_FOOTPRINT_LONG", "20" if settings.quick else "60"))
+
+
+def smaps_kb(pid: int) -> dict[str, int]:
+    """Rss, Pss and USS (Private_Clean + Private_Dirty) from /proc/PID/smaps_rollup."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            values[key] = int(rest.split()[0])
+    return {"rss_kb": values.get("Rss", 0), "pss_kb": values.get("Pss", 0),
+            "uss_kb": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)}
+
+
+def bpf_map_memlock_bytes(pid: int) -> int:
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-map":
+                continue
+            for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
+                if line.startswith("memlock:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def profiler_cmd(which: str, settings: Settings, export: Path) -> list[str]:
+    freq = str(settings.frequency_hz)
+    if which == "hostflame":
+        return [str(HOSTFLAME), "run", "--frequency", freq, "--interval", f"{settings.run_interval_s:g}",
+                "--export-dir", str(export), *NO_GOVERNOR]
+    if which == "bcc":
+        return [shutil.which("profile-bpfcc") or "/usr/sbin/profile-bpfcc", "-F", freq, "-f", "3600"]
+    return ["perf", "record", "-F", freq, "-a", "-g", "-q", "-o", str(PERF_DATA)]
+
+
+class Profiler:
+    """One profiler in the background, in its own session; ``ready`` waits for start-up."""
+
+    def __init__(self, which: str, settings: Settings, tmp: Path, tag: str):
+        self.which = which
+        self.log = tmp / f"{which}-{tag}.log"
+        n = len(os.sched_getaffinity(0))
+        self.export = tmp / f"hostflame-{tag}"
+        if which == "hostflame":
+            self.export.mkdir()
+        self.cmd = profiler_cmd(which, settings, self.export)
+        env = bcc_env() if which == "bcc" else None
+        self.started = time.monotonic()
+        out = (tmp / f"{which}-{tag}.out").open("wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=self.log.open("wb"), env=env,
+                                     start_new_session=True)
+        self.cpus = n
+        self.startup_wall_s = self.startup_cpu_s = self.total_cpu_s = float("nan")
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{command_line(self.cmd)} exited {self.proc.returncode}: "
+                                   f"{self.log.read_text(errors='replace')[-1500:]}")
+            if self.which == "hostflame":
+                ready = READY in self.log.read_text(errors="replace")
+            else:
+                ready = perf_event_fds(self.proc.pid) >= self.cpus
+            if ready:
+                if self.which != "hostflame":
+                    time.sleep(1.0)  # its start-up after opening events (bcc: buffers; perf: threads)
+                self.startup_wall_s = time.monotonic() - self.started
+                self.startup_cpu_s = proc_tree_cpu_s(self.proc.pid)
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{command_line(self.cmd)} not ready within {timeout_s:g} s")
+
+    def stop(self, timeout_s: float = 60) -> int:
+        """Ask it to finish (hostflame SIGTERM, the others SIGINT: they write their output
+        then) and reap it with wait4; ``total_cpu_s`` is then its whole life's CPU."""
+        self.proc.send_signal(signal.SIGTERM if self.which == "hostflame" else signal.SIGINT)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                pid, status, usage = os.wait4(self.proc.pid, 0)
+                break
+            time.sleep(0.05)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.total_cpu_s = usage.ru_utime + usage.ru_stime
+        return self.proc.returncode
+
+
+def run_throughput(exe: Path, seconds: float, profiler: Profiler | None) -> dict[str, Any]:
+    """The workload, one copy per CPU, while sampling the profiler's memory every second."""
+    n = len(os.sched_getaffinity(0))
+    pid = profiler.proc.pid if profiler else 0
+    cpu0 = proc_tree_cpu_s(pid) if pid else 0.0
+    host0 = host_cpu_ticks()
+    procs = [subprocess.Popen([str(exe), f"{seconds:g}"], stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    rss: list[int] = []
+    mem: list[dict[str, int]] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        if pid and profiler and profiler.proc.poll() is None:
+            rss.append(status_kb(pid, "VmRSS"))
+            if profiler.which == "hostflame":
+                mem.append(smaps_kb(pid))
+    outputs, workload_cpu_s = [], 0.0
+    for p in procs:  # reaped with wait4 for each copy's own CPU time
+        assert p.stdout is not None
+        outputs.append(p.stdout.read().split())
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        workload_cpu_s += usage.ru_utime + usage.ru_stime
+    ops = sum(int(o[0]) for o in outputs)
+    result: dict[str, Any] = {
+        "ops_per_s": sum(int(o[0]) / float(o[1]) for o in outputs),
+        # Per CPU second the workload got: insensitive to other tenants taking CPU time, still
+        # charged with the sampling interrupts and BPF program (they run on its time).
+        "ops_per_cpu_s": ratio(ops, workload_cpu_s),
+        "host_busy_percent": busy_percent(host0, host_cpu_ticks()),
+    }
+    if profiler:
+        result.update({
+            "profiler_cpu_s": proc_tree_cpu_s(pid) - cpu0,
+            "startup_cpu_s": profiler.startup_cpu_s, "startup_wall_s": profiler.startup_wall_s,
+            "rss_steady_kb": median(rss) if rss else float("nan"), "rss_peak_kb": status_kb(pid, "VmHWM"),
+        })
+        if mem:
+            result.update({"pss_steady_kb": median([m["pss_kb"] for m in mem]),
+                           "uss_steady_kb": median([m["uss_kb"] for m in mem]),
+                           "bpf_map_bytes": bpf_map_memlock_bytes(pid)})
+    return result
+
+
+def throughput_rep(settings: Settings, exe: Path, tmp: Path, rep: int) -> dict[str, dict[str, Any]]:
+    order = PROFILERS[rep % len(PROFILERS):] + PROFILERS[:rep % len(PROFILERS)]
+    out: dict[str, dict[str, Any]] = {}
+    for which in order:
+        progress(f"{NAME} rep {rep + 1}/{settings.reps}: workload x{len(os.sched_getaffinity(0))} for "
+                 f"{window_s(settings):g} s under {which}")
+        profiler = None if which == "none" else Profiler(which, settings, tmp, f"rep{rep + 1}")
+        try:
+            if profiler:
+                profiler.wait_ready()
+            out[which] = run_throughput(exe, window_s(settings), profiler)
+        finally:
+            if profiler:
+                out.setdefault(which, {})["exit_code"] = profiler.stop()
+                out[which]["total_cpu_s"] = profiler.total_cpu_s
+        PERF_DATA.unlink(missing_ok=True)
+    for values in out.values():
+        values["throughput_ratio"] = ratio(values["ops_per_s"], out["none"]["ops_per_s"])
+        values["per_cpu_ratio"] = ratio(values["ops_per_cpu_s"], out["none"]["ops_per_cpu_s"])
+    return out
+
+
+def forks_total() -> int:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("processes "):
+            return int(line.split()[1])
+    return 0
+
+
+def long_run(settings: Settings, tmp: Path, tag: str, churn: bool) -> dict[str, Any]:
+    """``hostflame run`` for the long window, optionally with the /bin/true loop."""
+    progress(f"{NAME}: hostflame run for {long_window_s(settings):g} s, {'exec churn' if churn else 'idle host'}")
+    profiler = Profiler("hostflame", settings, tmp, tag)
+    loop = None
+    try:
+        profiler.wait_ready()
+        time.sleep(5.0 if settings.quick else settings.run_interval_s + 5)  # past warm-up and the first cut
+        if churn:
+            loop = subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"], start_new_session=True)
+        t0, cpu0, forks0, host0 = time.monotonic(), proc_tree_cpu_s(profiler.proc.pid), forks_total(), host_cpu_ticks()
+        time.sleep(long_window_s(settings))
+        t1, cpu1, forks1 = time.monotonic(), proc_tree_cpu_s(profiler.proc.pid), forks_total()
+        mem = smaps_kb(profiler.proc.pid)
+        host1 = host_cpu_ticks()
+    finally:
+        if loop:
+            os.killpg(loop.pid, signal.SIGKILL)
+            loop.wait()
+        code = profiler.stop()
+    result: dict[str, Any] = {
+        "cpu_percent_of_one_cpu": 100.0 * ratio(cpu1 - cpu0, t1 - t0),
+        "cpu_s_per_minute": 60.0 * ratio(cpu1 - cpu0, t1 - t0),
+        "forks_per_s": ratio(forks1 - forks0, t1 - t0), "host_busy_percent": busy_percent(host0, host1),
+        **mem, "exit_code": code,
+    }
+    if churn:
+        result.update(true_naming(profiler.export))
+    return result
+
+
+def true_naming(export: Path) -> dict[str, Any]:
+    """Of the samples of comm ``true`` in every profile written: frames named, leaves named."""
+    samples = leaf_named = 0
+    frames = named = 0
+    for profile in sorted(export.glob("*.pb.gz")):
+        share = hostflame_shares(profile, frozenset({"true"}))
+        frames += share.workload_frames
+        named += share.workload_named
+        for stack, count, labels in pprof_samples(profile):
+            if dict(labels).get("comm") == "true":
+                samples += count
+                leaf_named += count if stack and not is_unnamed(stack[0], HOSTFLAME_UNNAMED_PREFIXES) else 0
+    return {"true_samples": samples, "true_frames_named_percent": 100.0 * ratio(named, frames),
+            "true_leaf_named_percent": 100.0 * ratio(leaf_named, samples)}
+
+
+METRICS = ("ops_per_s", "throughput_ratio", "ops_per_cpu_s", "per_cpu_ratio", "profiler_cpu_s", "startup_cpu_s",
+           "total_cpu_s", "rss_steady_kb",
+           "rss_peak_kb", "pss_steady_kb", "uss_steady_kb", "bpf_map_bytes", "host_busy_percent")
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    tmp = artifacts_dir(settings, NAME)
+    exe = build_c("throughput", build_dir(settings))
+    reps = [throughput_rep(settings, exe, tmp, rep) for rep in range(settings.reps)]
+    med = {which: {m: median([r[which][m] for r in reps if m in r[which]]) for m in METRICS
+                   if any(m in r[which] for r in reps)} for which in PROFILERS}
+    idle = long_run(settings, tmp, "idle", churn=False)
+    churn = long_run(settings, tmp, "churn", churn=True)
+    hf = med["hostflame"]["throughput_ratio"]
+    peers = min(med["bcc"]["throughput_ratio"], med["perf"]["throughput_ratio"])
+    result = {
+        "name": NAME,
+        "machine": machine(),
+        "settings": {"reps": settings.reps, "frequency_hz": settings.frequency_hz, "window_s": window_s(settings),
+                     "long_window_s": long_window_s(settings), "interval_s": settings.run_interval_s},
+        "commands": {"workload": f"{shlex.join([str(exe), str(window_s(settings))])} x nproc",
+                     "profilers": {w: command_line(profiler_cmd(w, settings, Path("TMP"))) for w in PROFILERS[1:]},
+                     "churn": "sh -c 'while :; do /bin/true; done'",
+                     "cpu": "/proc/PID/stat utime+stime+cutime+cstime (plus live descendants) over the window",
+                     "memory": "VmRSS every 1 s (median), VmHWM; smaps_rollup Pss, Private_* (USS); "
+                               "fdinfo memlock of bpf-map fds"},
+        "reps": reps, "medians": med, "idle": idle, "churn": churn,
+        "targets": {
+            "throughput": target(f"hostflame workload throughput ratio >= {TARGET_RATIO} (median)", hf,
+                                 hf >= TARGET_RATIO),
+            "vs_peers": target("hostflame throughput ratio >= the worse peer's (bcc, perf)", hf - peers,
+                               hf >= peers),
+        },
+    }
+    result["json"] = str(write_result(settings, NAME, result))
+    say(render(result))
+    return result
+
+
+def render(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    table = Table(f"footprint: {s['window_s']:g} s of the throughput workload on every CPU at {s['frequency_hz']} Hz, "
+                  f"{s['reps']} reps (medians)",
+                  ["profiler", "ops/s", "ratio", "ops/CPU-s ratio", "CPU s in window", "start-up CPU s", "CPU s in all",
+                   "RSS steady MB",
+                   "RSS peak MB", "PSS MB", "USS MB", "BPF maps MB", "host busy %"])
+    for which, m in result["medians"].items():
+        nan = float("nan")
+        mb = [m.get(k, nan) / 1024 for k in ("rss_steady_kb", "rss_peak_kb", "pss_steady_kb", "uss_steady_kb")]
+        cpu = [m.get(k, nan) for k in ("profiler_cpu_s", "startup_cpu_s", "total_cpu_s")]
+        table.add(which, m["ops_per_s"], m["throughput_ratio"], m["per_cpu_ratio"], *cpu, *mb,
+                  m.get("bpf_map_bytes", nan) / 2**20, m["host_busy_percent"])
+    idle, churn = result["idle"], result["churn"]
+    lines = [table.render(),
+             f"idle host ({s['long_window_s']:g} s): hostflame {idle['cpu_s_per_minute']:.3f} CPU s per minute "
+             f"({idle['cpu_percent_of_one_cpu']:.2f} % of one CPU), RSS {idle['rss_kb'] / 1024:.1f} MB, "
+             f"PSS {idle['pss_kb'] / 1024:.1f} MB, USS {idle['uss_kb'] / 1024:.1f} MB; host busy "
+             f"{idle['host_busy_percent']:.0f} %",
+             f"exec churn ({churn['forks_per_s']:.0f} forks/s): hostflame {churn['cpu_percent_of_one_cpu']:.2f} % "
+             f"of one CPU, RSS {churn['rss_kb'] / 1024:.1f} MB; comm 'true': {churn['true_samples']} samples, "
+             f"{churn['true_frames_named_percent']:.1f} % of frames named, {churn['true_leaf_named_percent']:.1f} % "
+             f"of leaves named"]
+    for t in result["targets"].values():
+        lines.append(f"target {t['target']}: {'MET' if t['met'] else 'MISSED'} ({t['value']:.4f})")
+    return "\n".join(lines) + "\n"

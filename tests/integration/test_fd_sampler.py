@@ -1,0 +1,123 @@
+"""The daemon without bcc: the helper hands fds over, the agent drives them with plain
+syscalls, counts losslessly, never maps LLVM, and the governor really lowers the rate."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.bpf_handover import LoadOptions
+from agent.drain import Drainer
+from agent.fd_sampler import FdSampler
+from tests.integration.conftest import HOSTFLAME
+
+pytestmark = [pytest.mark.bpf, pytest.mark.root]
+
+LIBRARIES_OF_A_COMPILER = re.compile(r"libbcc|libLLVM|libclang", re.IGNORECASE)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from the kernel's own account in /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_fd_sampler_counts_every_sample_taken(workload: subprocess.Popen[bytes]) -> None:
+    # GIVEN the program loaded by the helper and attached by this (bcc-free) process at 997 Hz
+    sampler = FdSampler(LoadOptions(frequency_hz=997))
+    events = []
+    drainer = Drainer(sampler, events.extend)
+    drained = []
+    try:
+        sampler.attach()
+        cpu_before = cpu_seconds(workload.pid)
+        # WHEN it samples for 3 s, drained every 0.5 s as the daemon does, then stops
+        for _ in range(6):
+            events.extend(sampler.poll_events(100))
+            time.sleep(0.4)
+            drained.extend(drainer.drain())
+        sampler.detach()
+        cpu_used = cpu_seconds(workload.pid) - cpu_before
+        drained.extend(drainer.drain_all())
+        stats = drainer.stats()
+        map_bytes = sampler.map_memory_bytes()
+    finally:
+        sampler.close()
+    c = stats.counters
+    # THEN taken = attributed + idle + filtered + lost, and everything counted was drained
+    assert c["taken"] == c["counted"] + c["idle"] + c["filtered"] + c["lost_counts_map_full"], c
+    assert c["counted"] == stats.drained == sum(s.count for s in drained)
+    assert stats.stacks_missing == 0
+    # AND the workload got about its CPU time (the kernel's account) x 997 Hz, with user stacks
+    mine = [s for s in drained if s.pid == workload.pid]
+    expected = cpu_used * 997
+    assert 0.8 * expected <= sum(s.count for s in mine) <= 1.2 * expected + 20, (c, cpu_used)
+    assert any(s.user_addrs for s in mine)
+    # AND its process was announced through the perf buffer read with mmap
+    assert any(e.pid == workload.pid for e in events)
+    # AND the maps' kernel memory is known
+    assert map_bytes > 1 << 20
+
+
+def test_daemon_never_maps_bcc_or_llvm(tmp_path: Path) -> None:
+    # GIVEN `hostflame run`, once it says it is sampling
+    daemon = subprocess.Popen([str(HOSTFLAME), "run", "--interval", "2", "--export-dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert daemon.stderr is not None
+        for line in daemon.stderr:
+            lines.append(line)
+            if "profiling every CPU" in line:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(60), "".join(lines)
+        time.sleep(2.5)  # past the first interval: symbolization ran too
+        maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+        fd_targets = [os.readlink(p) for p in Path(f"/proc/{daemon.pid}/fd").iterdir()]
+        children = Path(f"/proc/{daemon.pid}/task/{daemon.pid}/children").read_text().split()
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+        reader.join(5)
+    # THEN neither bcc nor LLVM nor clang is mapped in the daemon
+    assert not LIBRARIES_OF_A_COMPILER.findall(maps), LIBRARIES_OF_A_COMPILER.findall(maps)[:3]
+    # AND the helper that compiled is gone, while the daemon holds the maps and programs
+    assert children == []
+    assert fd_targets.count("anon_inode:bpf-map") >= 9, fd_targets
+    assert "anon_inode:bpf-prog" in fd_targets
+    assert daemon.returncode == 0, "".join(lines)
+
+
+def test_governor_lowers_the_real_sampling_rate(workload: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    # GIVEN a CPU budget nobody can meet, judged every 2 s, and a CPU kept busy
+    result = subprocess.run(
+        [str(HOSTFLAME), "run", "--duration", "24", "--interval", "2", "--budget-window", "2",
+         "--cpu-budget", "0.001", "--export-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    # WHEN the governor has halved the frequency step by step (99, 49, 24, 12, 11 Hz)
+    intervals = [(int(m.group(1)), float(m.group(2)), int(m.group(3))) for m in
+                 re.finditer(r"interval: (\d+) samples in ([\d.]+) s.*?; (\d+) Hz", result.stderr)]
+    # (intervals of a second or more, the final partial one aside: a cut's drain can hold a
+    # few samples taken while the previous cut was symbolizing)
+    low = [samples / seconds for samples, seconds, hz in intervals[:-1] if hz <= 12 and seconds >= 1.0]
+    assert low, result.stderr
+    # THEN no interval at 12 Hz or less holds more than 12 Hz x every CPU samples per second
+    # (with slack): the kernel really samples less, not just the label
+    assert max(low) <= 12 * (os.cpu_count() or 1) * 1.5, result.stderr
+    assert intervals[0][2] == 99
+    # AND it said so once, and counted the steps
+    assert result.stderr.count("resource governor:") == 1
+    assert re.search(r"governor throttles [34], cache sheds 0", result.stderr)
