@@ -93,9 +93,9 @@ class _Loop:
         _trim_heap()
         cpu = agent_cpu_seconds()
         g = self.governor.stats
-        log.info("%s; rss %.0f MB, bpf maps %.1f MB, %d Hz, governor throttles %d, cache sheds %d, recoveries %d",
+        log.info("%s; bpf maps %.1f MB; %d Hz, governor throttles %d, cache sheds %d, recoveries %d",
                  self.pipeline.telemetry.summary_line(profile, targets, cpu - self.cpu_at_cut),
-                 _rss_bytes() / 2**20, self.sampler.map_memory_bytes() / 2**20, profile.frequency_hz,
+                 self.sampler.map_memory_bytes() / 2**20, profile.frequency_hz,
                  g.throttles, g.cache_sheds, g.recoveries)
         self.cpu_at_cut = cpu
 

@@ -89,7 +89,7 @@ class Telemetry:
                 t.local[name] = t.local.get(name, 0) + n
 
     def summary_line(self, profile: Profile, targets: int, cpu_s: float) -> str:
-        parts = [f"interval: {profile.total_samples} samples, "
+        parts = [f"interval: {profile.total_samples} samples in {profile.duration_ns / 1e9:.1f} s, "
                  f"{sum(profile.counters.get(c, 0) for c in LOST_CAUSES)} lost, {targets} targets, "
                  f"{self.totals.processes} processes"]
         for name, stats in sorted(self._delivery().items()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from prometheus_client import generate_latest
 
 from agent.delivery import DeliveryStats
@@ -37,6 +39,6 @@ def test_metrics_and_summary_line() -> None:
         assert line in text, line
     assert "hostflame_agent_cpu_seconds_total" in text and "hostflame_agent_rss_bytes" in text
     line = telemetry.summary_line(profile, targets=1, cpu_s=0.25)
-    assert line.startswith("interval: 3 samples, 2 lost, 1 targets, 7 processes; "
-                           "pyroscope sent 6/10 dropped 3 queued 1")
+    assert re.match(r"interval: 3 samples in [\d.]+ s, 2 lost, 1 targets, 7 processes; "
+                    "pyroscope sent 6/10 dropped 3 queued 1", line)
     assert "agent cpu 0.25 s" in line
