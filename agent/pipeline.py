@@ -54,6 +54,10 @@ class Pipeline:
             remotes.append(PyroscopeExporter(config.pyroscope))
         if config.otlp is not None:
             remotes.append(OtlpExporter(config.otlp))
+        if providers is None:
+            from agent.metadata import default_providers
+
+            providers = default_providers(config.kubernetes)
         return cls(Targeter(config.labels, config.relabel, providers), disk, remotes)
 
     def delivery_stats(self) -> Mapping[str, DeliveryStats]:
