@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import datetime
-import http.server
 import ipaddress
 import json
-import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.fake_backend import QuietHandler, serving
+
 
 @dataclass
 class TestCA:
@@ -30,7 +30,7 @@ class TestCA:
 
 def make_ca(directory: Path) -> TestCA:
     """A CA and a server certificate for IP 127.0.0.1 signed by it, as PEM files."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hostflame test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -72,12 +72,7 @@ class FakeKubelet:
 def fake_kubelet(ca: TestCA, pods: dict[str, Any], token: str) -> Iterator[FakeKubelet]:
     lock = threading.Lock()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             auth = self.headers.get("Authorization", "")
             with lock:
@@ -92,16 +87,6 @@ def fake_kubelet(ca: TestCA, pods: dict[str, Any], token: str) -> Iterator[FakeK
             self.end_headers()
             self.wfile.write(body)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(ca.cert_file), str(ca.key_file))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    state = FakeKubelet(f"https://127.0.0.1:{server.server_address[1]}", pods, token)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, (ca.cert_file, ca.key_file)) as url:
+        state = FakeKubelet(url, pods, token)
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
