@@ -56,7 +56,7 @@ def run(config: RunConfig) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     closed = False
     try:
-        with profiling_session(config.frequency_hz) as (session, sampler):
+        with profiling_session(config.frequency_hz, on_snapshot=pipeline.observe) as (session, sampler):
             sampler.attach()
             session.start()
             log.info("profiling every CPU at %d Hz; a profile per target every %g s %s",

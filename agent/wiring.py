@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from agent import host, preflight
@@ -29,8 +29,10 @@ def require_privileges() -> None:
 
 
 @contextmanager
-def profiling_session(frequency_hz: int, pids: tuple[int, ...] = ()) -> Iterator[tuple[Session, BccSampler]]:
-    """Load the sampler and build the session; the sampler is closed on the way out."""
+def profiling_session(frequency_hz: int, pids: tuple[int, ...] = (),
+                      on_snapshot: Callable[[ProcessInfo], None] | None = None) -> Iterator[tuple[Session, BccSampler]]:
+    """Load the sampler and build the session; the sampler is closed on the way out.
+    ``on_snapshot`` sees each process when the registry first snapshots it."""
     require_privileges()
     from symbolizer import Symbolizer
 
@@ -42,6 +44,8 @@ def profiling_session(frequency_hz: int, pids: tuple[int, ...] = ()) -> Iterator
 
     def pin(info: ProcessInfo) -> None:
         symbolizer.pin_process(info.pid, info.mappings)
+        if on_snapshot is not None:
+            on_snapshot(info)
 
     session = Session(sampler, symbolizer, SessionSettings(frequency_hz=frequency_hz), pin=pin)
     try:

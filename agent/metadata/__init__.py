@@ -23,11 +23,13 @@ from agent.metadata.process import ProcessProvider
 from agent.metadata.systemd import SystemdProvider, unit_from_cgroup
 from agent.model import ProcessInfo
 
-__all__ = ["MetadataProvider", "default_providers", "discover", "unit_from_cgroup"]
+__all__ = ["MetadataProvider", "default_providers", "discover", "observe", "unit_from_cgroup"]
 
 
 class MetadataProvider(Protocol):
-    """Adds ``__meta_*`` labels for one process; must be cheap (called once per process per interval)."""
+    """Adds ``__meta_*`` labels for one process; must be cheap (called once per process per interval).
+    A provider may also have ``observe(info)``: called when the process is first snapshotted, while
+    it still runs, to remember what may be gone by the end of the interval (a ``--rm`` container)."""
 
     def discover(self, info: ProcessInfo) -> dict[str, str]: ...
 
@@ -39,6 +41,14 @@ def default_providers(kubernetes: KubernetesConfig | None = None) -> list[Metada
 
         providers.append(KubernetesProvider(kubernetes))
     return providers
+
+
+def observe(info: ProcessInfo, providers: list[MetadataProvider]) -> None:
+    """Let every provider with an ``observe`` hook see a freshly snapshotted process."""
+    for provider in providers:
+        hook = getattr(provider, "observe", None)
+        if hook is not None:
+            hook(info)
 
 
 def discover(info: ProcessInfo, host: str, providers: list[MetadataProvider]) -> dict[str, str]:

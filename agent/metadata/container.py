@@ -5,8 +5,9 @@ Names come from
 - podman / cri-o / buildah (containers/storage): ``ROOT/var/lib/containers/storage/*-containers/containers.json``,
   a list of ``{"id", "names"}``, re-read when its modification time changes;
 - docker: ``ROOT/var/lib/docker/containers/<id>/config.v2.json``, its ``Name`` without the ``/``.
-A name once found is kept for the agent's life, so a container removed since (``--rm``) keeps
-its name for the interval it ran in. Unknown: no name label (service_name then uses the short id).
+A name once found is kept for the agent's life, and the daemon looks names up when a process is
+first snapshotted (``observe``), so a container removed since (``--rm``) keeps its name for the
+interval it ran in. Unknown: no name label (service_name then uses the short id).
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ class ContainerNames:
 class ContainerProvider:
     def __init__(self, names: ContainerNames | None = None) -> None:
         self.names = names if names is not None else ContainerNames()
+
+    def observe(self, info: ProcessInfo) -> None:
+        """Look the name up while the container runs (its files go when it is removed)."""
+        if info.container_id:
+            self.names.name(info.container_id)
 
     def discover(self, info: ProcessInfo) -> dict[str, str]:
         if not info.container_id:
