@@ -121,3 +121,21 @@ def test_container_series_carry_their_pods_labels(pods: list[dict[str, str]], tm
     assert kubelet.requests and all(auth == "Bearer " + token_file.read_text().strip() for _, auth in kubelet.requests)
     # AND it was refreshed on unknown container ids at most once per refresh_min_s (10 s), not per sample
     assert len(kubelet.requests) <= 1 + ran_s / 10, (kubelet.requests, ran_s)
+
+
+def test_unreachable_kubelet_is_harmless(pods: list[dict[str, str]], tmp_path: Path) -> None:
+    # GIVEN processes in pod cgroups and a kubelet URL where nothing listens
+    from tests.fake_backend import free_port
+
+    export = tmp_path / "profiles"
+    env = {**os.environ, "NODE_NAME": NODE, "HOSTFLAME_KUBERNETES_KUBELET_URL": f"https://127.0.0.1:{free_port()}",
+           "HOSTFLAME_KUBERNETES_TIMEOUT_S": "1"}
+    # WHEN the daemon runs two intervals
+    result = subprocess.run([str(HOSTFLAME), "run", "--interval", "1", "--duration", "3", "--export-dir", str(export)],
+                            capture_output=True, text=True, timeout=120, env=env, check=False)
+    # THEN it exits 0 with the containers' profiles written (named by their short ids), and says
+    # once that pod labels are missing
+    assert result.returncode == 0, result.stderr
+    for p in pods:
+        assert list(export.glob(f"hostflame-*-{p['cid'][:12]}*.pb.gz")), sorted(export.iterdir())
+    assert result.stderr.count("kubernetes metadata unavailable") == 1, result.stderr
