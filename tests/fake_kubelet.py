@@ -1,5 +1,7 @@
-"""A fake kubelet on 127.0.0.1: HTTPS with a certificate from a test CA made at test time
-(``cryptography``), ``GET /pods`` answering a PodList to callers with the right bearer token."""
+"""A fake kubelet / API server on 127.0.0.1: HTTPS with a certificate from a test CA made at
+test time (``cryptography``). To callers with the right bearer token it answers ``GET /pods``
+(the kubelet: every pod it was given) and ``GET /api/v1/pods?fieldSelector=spec.nodeName=N``
+(the API server: the pods of node N only); anything else is 401/404."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -75,12 +78,21 @@ def fake_kubelet(ca: TestCA, pods: dict[str, Any], token: str) -> Iterator[FakeK
     class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             auth = self.headers.get("Authorization", "")
+            url = urlsplit(self.path)
             with lock:
                 state.requests.append((self.path, auth))
-                body = json.dumps(state.pods).encode()
-            status = 200 if self.path == "/pods" and auth == f"Bearer {token}" else 401
-            if status != 200:
-                body = b'{"kind":"Status","code":401}'
+                document = state.pods
+            status = 200
+            if auth != f"Bearer {token}":
+                status = 401
+            elif url.path == "/api/v1/pods":
+                selector = parse_qs(url.query).get("fieldSelector", [""])[0]
+                node = selector.removeprefix("spec.nodeName=") if selector.startswith("spec.nodeName=") else None
+                items = [p for p in document["items"] if p["spec"].get("nodeName") == node]
+                document = {**document, "items": items}
+            elif url.path != "/pods":
+                status = 404
+            body = json.dumps(document).encode() if status == 200 else f'{{"kind":"Status","code":{status}}}'.encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -79,14 +79,23 @@ def pods(split_exe: Path) -> Iterator[list[dict[str, str]]]:
                 pass
 
 
-def test_container_series_carry_their_pods_labels(pods: list[dict[str, str]], tmp_path: Path,
+@pytest.mark.parametrize("source", ["kubelet", "apiserver"])
+def test_container_series_carry_their_pods_labels(source: str, pods: list[dict[str, str]], tmp_path: Path,
                                                   pprof_tool: Path) -> None:
     ca = make_ca(tmp_path)
     token_file = tmp_path / "token"
     token_file.write_text("test-token-" + secrets.token_hex(8) + "\n")
-    with fake_kubelet(ca, pod_document(pods), token_file.read_text().strip()) as kubelet, fake_server() as pyro:
-        # GIVEN the daemon told where the kubelet is, with the test CA and the token
-        env = {**os.environ, "NODE_NAME": NODE, "HOSTFLAME_KUBERNETES_KUBELET_URL": kubelet.url,
+    document = pod_document(pods)
+    if source == "apiserver":  # the API server knows other nodes' pods too; the field selector leaves them out
+        other = pod_document([{**pods[0], "name": "elsewhere", "namespace": "other"}])["items"][0]
+        other["spec"]["nodeName"] = "another-node"
+        document["items"].append(other)  # same container id, listed last: it would win if not filtered
+    with fake_kubelet(ca, document, token_file.read_text().strip()) as kubelet, fake_server() as pyro:
+        # GIVEN the daemon told where the kubelet (or the API server) is, with the test CA and the token
+        port = kubelet.url.rsplit(":", 1)[1]
+        where = ({"HOSTFLAME_KUBERNETES_KUBELET_URL": kubelet.url} if source == "kubelet"
+                 else {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port})
+        env = {**os.environ, "NODE_NAME": NODE, **where,
                "HOSTFLAME_KUBERNETES_CA_FILE": str(ca.ca_file), "HOSTFLAME_KUBERNETES_TOKEN_FILE": str(token_file)}
         started = time.monotonic()
         daemon = subprocess.Popen([str(HOSTFLAME), "run", "--interval", "2", "--pyroscope-url", pyro.url],
@@ -117,8 +126,10 @@ def test_container_series_carry_their_pods_labels(pods: list[dict[str, str]], tm
         path.write_bytes(series[-1].profiles[0])
         traces = pprof_traces(pprof_tool, path)
         assert traces and all(t.labels.get("pid") == [p["pid"]] for t in traces)
-    # AND the kubelet was asked with the token, over TLS verified against the test CA
+    # AND the kubelet (API server) was asked with the token, over TLS verified against the test CA
     assert kubelet.requests and all(auth == "Bearer " + token_file.read_text().strip() for _, auth in kubelet.requests)
+    expected_path = "/pods" if source == "kubelet" else f"/api/v1/pods?fieldSelector=spec.nodeName={NODE}"
+    assert {path for path, _ in kubelet.requests} == {expected_path}
     # AND it was refreshed on unknown container ids at most once per refresh_min_s (10 s), not per sample
     assert len(kubelet.requests) <= 1 + ran_s / 10, (kubelet.requests, ran_s)
 
