@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,15 +86,30 @@ def test_make_install_stages_a_verified_unit_idempotently_and_uninstall_removes_
     assert not config.exists()
 
 
+# What ProtectSystem=strict and NoNewPrivileges do to the service, approximated without systemd
+# as PID 1: a mount namespace with /usr, /etc and /tmp read-only, and no_new_privs.
+READ_ONLY_SYSTEM = ("unshare", "-m", "sh", "-c",
+                    "for d in /usr /etc /tmp; do mount -o bind,ro $d $d || exit 99; done; exec \"$@\"", "sh")
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A writable directory outside /tmp (the test makes /tmp read-only), like StateDirectory."""
+    path = Path(tempfile.mkdtemp(prefix="hostflame-state-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path)
+
+
 @pytest.mark.bpf
 @pytest.mark.root
 def test_record_works_with_exactly_the_units_capabilities(
-    workload: subprocess.Popen[bytes], split_exe: Path, tmp_path: Path, pprof_tool: Path
+    workload: subprocess.Popen[bytes], split_exe: Path, state_dir: Path, pprof_tool: Path
 ) -> None:
-    # GIVEN root with the bounding set cut to the unit's capabilities (no CAP_SYS_ADMIN)
-    out = tmp_path / "p.pb.gz"
+    # GIVEN root with the bounding set cut to the unit's capabilities (no CAP_SYS_ADMIN), no_new_privs,
+    # and the system read-only but for the state and cache directories
+    out = state_dir / "p.pb.gz"
     result = hostflame("record", "--duration", "2", "--top", "0", "-o", str(out),
-                       prefix=setpriv_for(unit_caps("CapabilityBoundingSet")))
+                       prefix=(*READ_ONLY_SYSTEM, *setpriv_for(unit_caps("CapabilityBoundingSet")), "--no-new-privs"))
     # THEN it records, and the workload's frames are named
     assert result.returncode == 0, result.stderr
     mine = [t for t in pprof_traces(pprof_tool, out) if t.labels.get("pid") == [str(workload.pid)]]
