@@ -5,9 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOSTFLAME := $(VENV)/bin/hostflame
 OUT := out
+PREFIX ?= /usr/local
+DESTDIR ?=
 DURATION ?= 10
 
-.PHONY: record test deps test-deps lint unit integration bench bench-viewer check clean
+.PHONY: install uninstall record test deps test-deps lint unit integration bench bench-viewer check clean
 
 # Profile the whole host for $(DURATION) s: pprof, folded stacks and an HTML flame graph.
 record: deps
@@ -17,6 +19,14 @@ record: deps
 # Lint, type-check and run the whole suite, BPF integration tests included.
 test: test-deps lint
 	$(VENV)/bin/pytest -q
+
+# As root: hostflame in $(PREFIX)/lib/hostflame (venv) and $(PREFIX)/bin, the systemd unit, and
+# /etc/hostflame/hostflame.toml when absent. Idempotent. DESTDIR=DIR stages into another root.
+install:
+	@PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) packaging/install.sh install
+
+uninstall:
+	@PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) packaging/install.sh uninstall
 
 deps:
 	@packaging/dev/install-deps.sh runtime

@@ -79,6 +79,30 @@ class RemoteConfig:
     max_age_s: float = 600.0
 
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+DEFAULT_POD_LABELS = ("app", "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+                      "app.kubernetes.io/version")
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    """Where this node's pods are listed: the kubelet, else the API server; off when neither is known."""
+
+    node_name: str = ""  # default: $NODE_NAME (the DaemonSet sets it from spec.nodeName)
+    kubelet_url: str = ""  # "https://NODE_IP:10250": GET /pods (needs nodes/proxy); wins over api_url
+    api_url: str = ""  # default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT inside a pod
+    token_file: str = SERVICE_ACCOUNT_DIR + "/token"
+    ca_file: str = SERVICE_ACCOUNT_DIR + "/ca.crt"  # "" verifies against the system store
+    label_allowlist: tuple[str, ...] = DEFAULT_POD_LABELS
+    annotation_allowlist: tuple[str, ...] = ()  # pyroscope.io/service_name is always read
+    refresh_min_s: float = 10.0  # at most one refresh per this many seconds (unknown container ids)
+    timeout_s: float = 5.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.kubelet_url or (self.api_url and self.node_name))
+
+
 @dataclass(frozen=True)
 class DiskConfig:
     dir: Path
@@ -101,6 +125,7 @@ class RunConfig:
     disk_max_total_bytes: int = 0
     pyroscope: RemoteConfig | None = None
     otlp: RemoteConfig | None = None
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     names: dict[str, str] = field(default_factory=dict, compare=False)  # key -> where it was set
 
     def name(self, key: str) -> str:
@@ -138,6 +163,19 @@ class RunConfig:
         for section, remote in (("pyroscope", self.pyroscope), ("otlp", self.otlp)):
             if remote is not None:
                 self._check_remote(section, remote)
+        self._check_kubernetes(self.kubernetes)
+
+    def _check_kubernetes(self, k8s: KubernetesConfig) -> None:
+        for key in ("kubelet_url", "api_url"):
+            url = getattr(k8s, key)
+            parsed = urlsplit(url)
+            if url and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+                raise UsageError(f"{self.name('kubernetes.' + key)}: want http(s)://HOST[:PORT], got {url!r}")
+        for key in ("refresh_min_s", "timeout_s"):
+            if not getattr(k8s, key) > 0:
+                raise UsageError(f"{self.name('kubernetes.' + key)} must be more than 0, got {getattr(k8s, key)}")
+        if k8s.api_url and not k8s.kubelet_url and not k8s.node_name:
+            raise UsageError(f"{self.name('kubernetes.api_url')} needs kubernetes.node_name (or NODE_NAME)")
 
     def _check_export_dir(self, export_dir: Path) -> None:
         flag = self.name("disk.dir")

@@ -143,7 +143,7 @@ def run(config: RunConfig) -> int:
         log.debug("could not lower the agent's priority")
     closed = False
     try:
-        with profiling_session(config.frequency_hz) as (session, sampler):
+        with profiling_session(config.frequency_hz, on_snapshot=pipeline.observe) as (session, sampler):
             sampler.attach()
             session.start()
             log.info("profiling every CPU at %d Hz; a profile per target every %g s %s",

@@ -7,8 +7,9 @@ values, and how many targets the rules dropped.
 A target is a container (its id), else a systemd service (the innermost ``*.service`` of the
 cgroup path), else a process (pid); kernel threads (no executable, no mappings) form one
 ``kernel`` target. Series labels before the rules: ``service_name``, ``host``, ``container_id``
-(containers), ``systemd_unit`` (services), ``pid`` and ``exe`` (processes), the static labels,
-and every ``__meta_*`` label of the target's busiest process. After the rules every name
+(containers, with ``container_name`` when the runtime names it), ``namespace``, ``pod``,
+``container``, ``node`` (Kubernetes pods), ``systemd_unit`` (services), ``pid`` and ``exe``
+(processes), the static labels, and every ``__meta_*`` label of the target's busiest process. After the rules every name
 starting with ``__`` is removed and ``service_name`` is inferred again if a rule emptied it.
 Samples keep two labels of their own: ``comm`` and the numeric ``pid``.
 """
@@ -26,6 +27,9 @@ __all__ = ["KERNEL_TARGET", "SplitResult", "Targeter", "infer_service_name", "ta
 
 KERNEL_TARGET = "kernel"
 SAMPLE_LABELS = ("comm",)  # string labels a sample keeps inside its target's profile
+K8S_SERIES_LABELS = (("namespace", "__meta_kubernetes_namespace"), ("pod", "__meta_kubernetes_pod_name"),
+                     ("container", "__meta_kubernetes_pod_container_name"),
+                     ("node", "__meta_kubernetes_pod_node_name"))
 
 
 _ProcessKey = tuple[int, int, str, str, str, str]  # pid, incarnation, comm, exe, cgroup, container id
@@ -48,8 +52,9 @@ def target_key(meta: dict[str, str], info: ProcessInfo | None) -> str:
 
 
 def infer_service_name(meta: dict[str, str]) -> str:
-    """Kubernetes annotation, else namespace/container, else container name, else the systemd
-    unit (without ``.service``), else the executable's name, else comm; never empty."""
+    """Kubernetes annotation, else namespace/container, else the container's name, else its short
+    id, else the systemd unit (without ``.service``), else the executable's name, else comm;
+    never empty."""
     annotation = meta.get("__meta_kubernetes_pod_annotation_pyroscope_io_service_name")
     if annotation:
         return annotation
@@ -57,9 +62,10 @@ def infer_service_name(meta: dict[str, str]) -> str:
     container = meta.get("__meta_kubernetes_pod_container_name")
     if namespace and container:
         return f"{namespace}/{container}"
-    for name in ("__meta_container_name",):
-        if meta.get(name):
-            return meta[name]
+    if meta.get("__meta_container_name"):
+        return meta["__meta_container_name"]
+    if meta.get("__meta_container_id"):
+        return meta["__meta_container_id"][:12]
     unit = meta.get("__meta_systemd_unit", "")
     if unit:
         return unit.removesuffix(".service")
@@ -121,6 +127,11 @@ class Targeter:
         labels["host"] = host
         if key.startswith("container:"):
             labels["container_id"] = meta["__meta_container_id"]
+            if meta.get("__meta_container_name"):
+                labels["container_name"] = meta["__meta_container_name"]
+            for name, source in K8S_SERIES_LABELS:
+                if meta.get(source):
+                    labels[name] = meta[source]
         elif key.startswith("systemd:"):
             labels["systemd_unit"] = meta["__meta_systemd_unit"]
         elif key != KERNEL_TARGET:

@@ -18,8 +18,8 @@ from agent.delivery import DeliveryStats
 from agent.exporters.disk import DiskExporter
 from agent.exporters.remote import RemoteExporter
 from agent.labels import Targeter
-from agent.metadata import MetadataProvider
-from agent.model import Profile, TargetProfile
+from agent.metadata import MetadataProvider, observe
+from agent.model import ProcessInfo, Profile, TargetProfile
 from agent.telemetry import Telemetry
 
 __all__ = ["Pipeline", "TargetExporter"]
@@ -54,7 +54,15 @@ class Pipeline:
             remotes.append(PyroscopeExporter(config.pyroscope))
         if config.otlp is not None:
             remotes.append(OtlpExporter(config.otlp))
+        if providers is None:
+            from agent.metadata import default_providers
+
+            providers = default_providers(config.kubernetes)
         return cls(Targeter(config.labels, config.relabel, providers), disk, remotes)
+
+    def observe(self, info: ProcessInfo) -> None:
+        """A process was just snapshotted: metadata providers may note what will not last."""
+        observe(info, self.targeter.providers)
 
     def delivery_stats(self) -> Mapping[str, DeliveryStats]:
         return {r.name: r.stats() for r in self.remotes}

@@ -25,6 +25,10 @@ _CONTAINER_PATTERNS = (
     ("kubernetes", re.compile(r"/kubepods[^ ]*/([0-9a-f]{64})(?:/|$)")),
 )
 
+# The kubelet's pod cgroup: systemd driver "kubepods-burstable-pod<uid with _>.slice",
+# cgroupfs driver "/kubepods/burstable/pod<uid>/".
+_POD_UID = re.compile(r"kubepods[^/]*-pod([0-9a-f_]{8,36})\.slice|/kubepods(?:/[a-z]+)?/pod([0-9a-f-]{8,36})(?:/|$)")
+
 
 @dataclass(frozen=True, slots=True)
 class ContainerRef:
@@ -106,6 +110,14 @@ def container_from_cgroup(path: str) -> ContainerRef | None:
         if m:
             return ContainerRef(runtime, m.group(1))
     return None
+
+
+def pod_uid_from_cgroup(path: str) -> str:
+    """The Kubernetes pod uid (dashed) in a cgroup path; "" when there is none."""
+    m = _POD_UID.search(path)
+    if not m:
+        return ""
+    return (m.group(1) or m.group(2)).replace("_", "-")
 
 
 def _read_text(path: Path) -> str | None:

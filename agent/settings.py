@@ -19,7 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from agent.config import DEFAULT_EXPORT_DIR, RemoteConfig, RunConfig
+from agent.config import DEFAULT_EXPORT_DIR, KubernetesConfig, RemoteConfig, RunConfig
 from agent.errors import UsageError
 from agent.relabel import parse_rule
 
@@ -36,9 +36,12 @@ SCALAR_KEYS: dict[str, type] = {
     "disk.dir": str, "disk.max_age_s": float, "disk.max_total_bytes": int,
     **{f"pyroscope.{k}": t for k, t in _REMOTE_KEYS.items()}, "pyroscope.api": str,
     **{f"otlp.{k}": t for k, t in _REMOTE_KEYS.items()},
+    "kubernetes.node_name": str, "kubernetes.kubelet_url": str, "kubernetes.api_url": str,
+    "kubernetes.token_file": str, "kubernetes.ca_file": str, "kubernetes.label_allowlist": str,
+    "kubernetes.annotation_allowlist": str, "kubernetes.refresh_min_s": float, "kubernetes.timeout_s": float,
 }
 TABLE_KEYS = ("labels", "pyroscope.headers", "otlp.headers")  # string -> string tables
-SECTIONS = ("disk", "pyroscope", "otlp")
+SECTIONS = ("disk", "pyroscope", "otlp", "kubernetes")
 
 Layer = dict[str, tuple[Any, str]]  # dotted key -> (value, how the user named it)
 
@@ -178,8 +181,24 @@ def load_run_config(config_file: Path | None, env: Mapping[str, str], flags: Map
         disk_max_total_bytes=value.get("disk.max_total_bytes", 0),
         pyroscope=remotes["pyroscope"],
         otlp=remotes["otlp"],
+        kubernetes=_kubernetes(value, env),
         names=names,
     )
+
+
+def _kubernetes(value: dict[str, Any], env: Mapping[str, str]) -> KubernetesConfig:
+    """The [kubernetes] keys; node name and API server default to what a pod is given
+    (``NODE_NAME`` from the DaemonSet, ``KUBERNETES_SERVICE_HOST``/``_PORT`` from Kubernetes)."""
+    given = {k.removeprefix("kubernetes."): v for k, v in value.items() if k.startswith("kubernetes.")}
+    for key in ("label_allowlist", "annotation_allowlist"):
+        if key in given:
+            given[key] = tuple(p.strip() for p in given[key].split(",") if p.strip())
+    given.setdefault("node_name", env.get("NODE_NAME", ""))
+    if "api_url" not in given and env.get("KUBERNETES_SERVICE_HOST"):
+        host = env["KUBERNETES_SERVICE_HOST"]
+        host = f"[{host}]" if ":" in host else host
+        given["api_url"] = f"https://{host}:{env.get('KUBERNETES_SERVICE_PORT', '443')}"
+    return KubernetesConfig(**given)
 
 
 def _remote(section: str, value: dict[str, Any]) -> RemoteConfig | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -72,14 +72,22 @@ def require_privileges() -> None:
 
 
 @contextmanager
-def profiling_session(frequency_hz: int, pids: tuple[int, ...] = ()) -> Iterator[tuple[Session, FdSampler]]:
-    """Load the sampler and build the session; the sampler is closed on the way out."""
+def profiling_session(frequency_hz: int, pids: tuple[int, ...] = (),
+                      on_snapshot: Callable[[ProcessInfo], None] | None = None) -> Iterator[tuple[Session, FdSampler]]:
+    """Load the sampler and build the session; the sampler is closed on the way out.
+    ``on_snapshot`` sees each process when the registry first snapshots it."""
     require_privileges()
     started = time.monotonic()
     sampler = FdSampler(LoadOptions(frequency_hz=frequency_hz, pids=pids))
     log.debug("BPF program loaded in %.2f s", time.monotonic() - started)
     symbolizer = SheddableSymbolizer()
-    session = Session(sampler, symbolizer, SessionSettings(frequency_hz=frequency_hz), pin=symbolizer.pin,
+
+    def pin(info: ProcessInfo) -> None:
+        symbolizer.pin(info)
+        if on_snapshot is not None:
+            on_snapshot(info)
+
+    session = Session(sampler, symbolizer, SessionSettings(frequency_hz=frequency_hz), pin=pin,
                       shed=symbolizer.shed)
     try:
         yield session, sampler

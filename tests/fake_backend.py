@@ -58,12 +58,7 @@ def fake_server(script: Script | None = None, tls: tuple[Path, Path] | None = No
     lock = threading.Lock()
     hang = threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
@@ -85,7 +80,28 @@ def fake_server(script: Script | None = None, tls: tuple[Path, Path] | None = No
             self.end_headers()
             self.wfile.write(payload)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serving(Handler, tls) as url:
+        state = FakeServer(url=url)
+        try:
+            yield state
+        finally:
+            hang.set()
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1, no request log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler], tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """Serve ``handler`` on 127.0.0.1 in a thread for the ``with`` block; yields the base URL.
+    ``tls`` = (cert, key) serves HTTPS."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     scheme = "http"
     if tls is not None:
@@ -93,13 +109,11 @@ def fake_server(script: Script | None = None, tls: tuple[Path, Path] | None = No
         context.load_cert_chain(str(tls[0]), str(tls[1]))
         server.socket = context.wrap_socket(server.socket, server_side=True)
         scheme = "https"
-    state = FakeServer(url=f"{scheme}://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield state
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
     finally:
-        hang.set()
         server.shutdown()
         server.server_close()
 

@@ -2,6 +2,7 @@
 # Installs what hostflame needs on a Debian 12 host, idempotently and quickly the second time.
 #   install-deps.sh runtime   Debian packages to run hostflame (bcc, kernel headers) and the venv
 #   install-deps.sh test      everything above plus the test and benchmark tools
+#   install-deps.sh debs      only the runtime Debian packages (make install brings its own venv)
 # Exit status: 0 done, 1 an install step failed (its output says which).
 set -euo pipefail
 mode=${1:-runtime}
@@ -76,6 +77,7 @@ speedscope_schema() {
 
 case "$mode" in
   runtime) need_debs "${runtime_debs[@]}"; ensure_venv runtime ;;
+  debs) need_debs "${runtime_debs[@]}" ;;
   test) need_debs "${runtime_debs[@]}" "${test_debs[@]}"; ensure_venv test; build_pprof; speedscope_schema ;;
-  *) echo "usage: install-deps.sh runtime|test" >&2; exit 2 ;;
+  *) echo "usage: install-deps.sh runtime|test|debs" >&2; exit 2 ;;
 esac

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -175,3 +176,30 @@ def stop_with_sigterm(daemon: subprocess.Popen[str], timeout: float = 20) -> tup
             daemon.kill()
             daemon.communicate()
     return err, time.monotonic() - sent
+
+
+IMAGE = "localhost/hostflame-test-split:latest"
+PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs")
+PODMAN_RUN = (*PODMAN, "run", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+# The binary's path inside the image; nothing exists at this path on the host.
+INSIDE = "/opt/only-in-container/split"
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny image: busybox and the split workload, built static, imported without a registry."""
+    work = tmp_path_factory.mktemp("image")
+    exe = build_c("split", work, "-static")
+    rootfs = work / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+    (rootfs / "bin" / "sh").symlink_to("busybox")
+    inside = rootfs / INSIDE.lstrip("/")
+    inside.parent.mkdir(parents=True)
+    shutil.move(exe, inside)  # the host keeps no copy
+    tar = work / "rootfs.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(rootfs, arcname=".")
+    subprocess.run(["podman", "import", "-q", str(tar), IMAGE], check=True, capture_output=True)
+    assert not Path(INSIDE).exists()
+    return IMAGE

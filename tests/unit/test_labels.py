@@ -58,7 +58,7 @@ def test_one_target_per_container_service_and_process() -> None:
     # THEN one target each, with the series labels of its kind
     assert set(by_key) == {f"container:{CID}", "systemd:nginx.service", "process:30", "process:31", "kernel"}
     assert dict(by_key[f"container:{CID}"].labels) == {
-        "service_name": "server", "host": "node-1", "container_id": CID, "env": "prod"}
+        "service_name": CID[:12], "host": "node-1", "container_id": CID, "env": "prod"}
     assert dict(by_key["systemd:nginx.service"].labels) == {
         "service_name": "nginx", "host": "node-1", "systemd_unit": "nginx.service", "env": "prod"}
     assert dict(by_key["process:30"].labels) == {
@@ -95,6 +95,7 @@ def test_relabel_rules_see_meta_labels_and_can_drop_targets() -> None:
     ({"__meta_kubernetes_namespace": "shop", "__meta_kubernetes_pod_container_name": "api",
       "__meta_container_name": "k8s_api"}, "shop/api"),
     ({"__meta_container_name": "web-1", "__meta_process_exe_name": "nginx"}, "web-1"),
+    ({"__meta_container_id": "3f2a6c1d9e8b" + "0" * 52, "__meta_process_exe_name": "nginx"}, "3f2a6c1d9e8b"),
     ({"__meta_systemd_unit": "postgresql@15-main.service", "__meta_process_exe_name": "postgres"},
      "postgresql@15-main"),
     ({"__meta_process_exe_name": "python3.11", "__meta_process_comm": "python3"}, "python3.11"),

@@ -92,3 +92,46 @@ def test_read_process_from_fixture_root() -> None:
     files = procfs.read_process(FIXTURES, 4242)
     assert files.comm is not None and files.comm.strip() == "my (odd) prog"
     assert files.cmdline is not None and files.cmdline.split("\0")[:3] == ["/opt/app/bin/server", "--port", "8080"]
+
+
+UID = "0f1e2d3c-aaaa-bbbb-cccc-000000000000"
+UID_ = UID.replace("-", "_")
+
+
+@pytest.mark.parametrize(("path", "runtime", "pod_uid"), [
+    # cgroup v2 (or v1 name=systemd), systemd driver
+    (f"/system.slice/docker-{ID}.scope", "docker", ""),
+    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope",
+     "containerd", UID),
+    (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/crio-{ID}.scope", "cri-o", UID),
+    (f"/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope", "containerd", UID),  # Guaranteed QoS
+    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/docker-{ID}.scope", "docker",
+     UID),  # dockershim / cri-dockerd
+    (f"/machine.slice/libpod-{ID}.scope/container", "podman", ""),
+    (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container", "podman", ""),
+    # seen from a pod with its own cgroup namespace (a DaemonSet looking at the host's processes)
+    (f"/../../kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope", "containerd", UID),
+    # cgroup v1, cgroupfs driver
+    (f"/docker/{ID}", "docker", ""),
+    (f"/kubepods/burstable/pod{UID}/{ID}", "kubernetes", UID),
+    (f"/kubepods/pod{UID}/{ID}", "kubernetes", UID),
+    (f"/kubepods/besteffort/pod{UID}/crio-{ID}", "cri-o", UID),
+    (f"/libpod_parent/libpod-{ID}", "podman", ""),
+])
+def test_runtime_container_and_pod_from_every_runtime_and_cgroup_version(path: str, runtime: str,
+                                                                         pod_uid: str) -> None:
+    assert procfs.container_from_cgroup(path) == procfs.ContainerRef(runtime, ID)
+    assert procfs.pod_uid_from_cgroup(path) == pod_uid
+
+
+def test_whole_cgroup_files_of_v1_hybrid_and_v2_hosts() -> None:
+    v1 = (f"12:pids:/kubepods/burstable/pod{UID}/{ID}\n11:cpu,cpuacct:/kubepods/burstable/pod{UID}/{ID}\n"
+          f"1:name=systemd:/kubepods/burstable/pod{UID}/{ID}\n")
+    hybrid = f"5:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n0::/\n"
+    v2 = f"0::/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope\n"
+    service = ("5:memory:/system.slice/nginx.service\n1:name=systemd:/system.slice/nginx.service\n"
+               "0::/system.slice/nginx.service\n")
+    assert procfs.parse_cgroup(v1) == f"/kubepods/burstable/pod{UID}/{ID}"
+    assert procfs.parse_cgroup(hybrid) == f"/docker/{ID}"
+    assert procfs.container_from_cgroup(procfs.parse_cgroup(v2)) == procfs.ContainerRef("containerd", ID)
+    assert procfs.parse_cgroup(service) == "/system.slice/nginx.service"
