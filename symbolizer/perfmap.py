@@ -45,9 +45,10 @@ class PerfMap:
 
 
 def parse_perf_map(data: bytes) -> PerfMap:
-    """Parse a perf map; malformed lines are skipped."""
+    """Parse a perf map; malformed lines are skipped, and so is an unterminated last line
+    (the runtime may be writing it right now: its name could be cut short)."""
     entries: dict[int, tuple[int, str]] = {}
-    for raw in data.split(b"\n"):
+    for raw in data[: data.rfind(b"\n") + 1].split(b"\n"):
         parts = raw.split(None, 2)
         if len(parts) != 3:
             continue

@@ -67,7 +67,8 @@ def test_symlinked_map_cannot_escape_the_process_root(tmp_path: Path) -> None:
 
 def _perf_map_entries(path: Path) -> list[tuple[int, int, str]]:
     out = []
-    for line in path.read_text().splitlines():
+    text = path.read_text()
+    for line in text[: text.rfind("\n") + 1].splitlines():  # Node may be mid-way through the last line
         start, size, name = line.split(" ", 2)
         out.append((int(start, 16), int(size, 16), name))
     return out
@@ -110,3 +111,12 @@ def test_unmapped_jit_without_map_stays_unnamed(tmp_path: Path) -> None:
     # WHEN an address in it is named, THEN it is an unnamed [jit] frame
     got = symbolizer.symbolize_user(os.getpid(), [mapping], [0x10010])
     assert got[0].kind is FrameKind.JIT and not got[0].named
+
+
+def test_an_unterminated_last_line_is_not_read() -> None:
+    # GIVEN a perf map whose writer is mid-way through its last line
+    data = b"1000 10 JS:~whole node:internal/a.js:1:1\n2000 10 JS:~cut node:inter"
+    # WHEN parsed THEN only the complete line counts: a name cut short is never shown
+    parsed = parse_perf_map(data)
+    assert parsed.lookup(0x1005) == "JS:~whole node:internal/a.js:1:1"
+    assert parsed.lookup(0x2005) is None
