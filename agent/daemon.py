@@ -16,7 +16,6 @@ import ctypes
 import gc
 import logging
 import os
-import resource
 import signal
 import time
 from types import FrameType
@@ -27,20 +26,12 @@ from agent.fd_sampler import FdSampler
 from agent.governor import Budgets, Decision, Governor
 from agent.pipeline import Pipeline
 from agent.session import Session
-from agent.telemetry import agent_cpu_seconds
+from agent.telemetry import agent_cpu_seconds, agent_rss_bytes
 from agent.wiring import profiling_session
 
 log = logging.getLogger(__name__)
 
 NICE = 10  # the host's work comes first: under contention the agent yields
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return 0
 
 
 def _trim_heap() -> None:
@@ -102,7 +93,7 @@ class _Loop:
     def govern(self, now: float) -> None:
         if not self.governor.due(now):
             return
-        decision = self.governor.observe(now, agent_cpu_seconds(), _rss_bytes())
+        decision = self.governor.observe(now, agent_cpu_seconds(), agent_rss_bytes())
         if decision is not None:
             self.apply(decision)
 

@@ -260,17 +260,6 @@ def test_running_stripped_program_is_named_through_its_debuglink(tmp_path: Path,
 # ----- inside a process root (fake /proc) ------------------------------------------------------
 
 
-@pytest.fixture
-def container(tmp_path: Path) -> tuple[Path, Path]:
-    """proc/4242/root -> root/, as for a container process."""
-    root = tmp_path / "root"
-    root.mkdir()
-    proc = tmp_path / "proc"
-    (proc / "4242").mkdir(parents=True)
-    (proc / "4242" / "root").symlink_to(root)
-    return proc, root
-
-
 def text_mapping(unstripped: Path, on_disk: Path, inside: str, base: int) -> Mapping:
     """The mapping the kernel makes for the first executable PT_LOAD (readelf) at ``base``."""
     text = next(h for h in readelf_loads(unstripped) if "E" in h.flags)
@@ -288,9 +277,9 @@ def symbolize_in_container(proc: Path, mapping: Mapping, pie: Path, base: int) -
 
 
 def test_debug_file_inside_the_process_root_is_found(
-    container: tuple[Path, Path], binaries: Binaries, debug_variants: DebugVariants
+    fake_proc: tuple[Path, Path], binaries: Binaries, debug_variants: DebugVariants
 ) -> None:
-    proc, root = container
+    proc, root = fake_proc
     # GIVEN a container process mapping /usr/bin/app (stripped) whose image has the debug file
     # at /usr/lib/debug/.build-id/xx/yyyy.debug, where the host has none
     (root / "usr" / "bin").mkdir(parents=True)
@@ -305,9 +294,9 @@ def test_debug_file_inside_the_process_root_is_found(
 
 
 def test_debug_symlink_in_a_process_root_cannot_reach_the_host(
-    container: tuple[Path, Path], tmp_path: Path, binaries: Binaries, debug_variants: DebugVariants
+    fake_proc: tuple[Path, Path], tmp_path: Path, binaries: Binaries, debug_variants: DebugVariants
 ) -> None:
-    proc, root = container
+    proc, root = fake_proc
     # GIVEN a container whose build-id entry is an absolute symlink to a host path holding
     # the right debug file (and a debug link beside the binary climbing out with ../)
     (root / "usr" / "bin").mkdir(parents=True)

@@ -255,17 +255,6 @@ def test_pinned_files_are_bounded(binaries: Binaries) -> None:
 # ----- synthetic mappings in a fake /proc (no process needed) ---------------------------------
 
 
-@pytest.fixture
-def fake_proc(tmp_path: Path) -> tuple[Path, Path]:
-    """proc/4242/root -> root/ (and no map_files), as for a container process."""
-    root = tmp_path / "root"
-    root.mkdir()
-    proc = tmp_path / "proc"
-    (proc / "4242").mkdir(parents=True)
-    (proc / "4242" / "root").symlink_to(root)
-    return proc, root
-
-
 def file_mapping(path: Path, inside: str, start: int = 0x400000) -> Mapping:
     return Mapping(start, start + 0x10000, "r-xp", 0x1000, 0, 0, path.stat().st_ino, inside)
 
