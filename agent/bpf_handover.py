@@ -22,6 +22,7 @@ from typing import Any
 
 from agent import bpf_abi
 from agent.errors import BpfLoadError
+from bpf import BPF_DIR
 
 HELPER_TIMEOUT_S = 120.0
 MAX_FDS = 32
@@ -36,6 +37,16 @@ class LoadOptions:
     counts_map_size: int = bpf_abi.COUNTS_MAP_SIZE
     stack_map_size: int = bpf_abi.STACK_MAP_SIZE
     pids_map_size: int = bpf_abi.PIDS_MAP_SIZE
+
+    def cflags(self) -> list[str]:
+        """What bcc compiles bpf/profile.bpf.c with (tunables as -D, never by editing the C)."""
+        return [
+            f"-I{BPF_DIR}",
+            f"-DCOUNTS_MAP_SIZE={self.counts_map_size}",
+            f"-DSTACK_MAP_SIZE={self.stack_map_size}",
+            f"-DPIDS_MAP_SIZE={self.pids_map_size}",
+            "-Wno-macro-redefined",
+        ]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -106,13 +117,14 @@ def receive(sock: socket.socket) -> LoadedFds:
     return loaded
 
 
-def load_in_helper(options: LoadOptions, timeout_s: float = HELPER_TIMEOUT_S) -> LoadedFds:
-    """Run the helper, take its fds, wait for it to exit. Raises BpfLoadError with its one line."""
+def load_in_helper(options: LoadOptions, timeout_s: float = HELPER_TIMEOUT_S, record_path: str = "") -> LoadedFds:
+    """Run the helper, take its fds, wait for it to exit. Raises BpfLoadError with its one line.
+    With ``record_path`` the helper also writes the compiled program there (agent/bpf_object.py)."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with parent:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.bpf_loader", str(child.fileno()), options.to_json()],
+                [sys.executable, "-m", "agent.bpf_loader", str(child.fileno()), options.to_json(), record_path],
                 pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
             )
         finally:

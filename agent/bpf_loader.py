@@ -16,24 +16,15 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from agent import bpf_handover, host
+from agent import bpf_handover, bpf_object, host
 from agent.bpf_handover import LoadOptions
 from agent.errors import BpfLoadError, HostflameError
-from bpf import BPF_DIR, PROGRAM_PATH
+from bpf import PROGRAM_PATH
 
 log = logging.getLogger(__name__)
-
-
-def cflags(options: LoadOptions) -> list[str]:
-    return [
-        f"-I{BPF_DIR}",
-        f"-DCOUNTS_MAP_SIZE={options.counts_map_size}",
-        f"-DSTACK_MAP_SIZE={options.stack_map_size}",
-        f"-DPIDS_MAP_SIZE={options.pids_map_size}",
-        "-Wno-macro-redefined",
-    ]
 
 
 @contextmanager
@@ -84,7 +75,7 @@ def compile_program(options: LoadOptions) -> Any:
         try:
             import bcc  # the one place bcc is imported
 
-            bpf = bcc.BPF(src_file=str(PROGRAM_PATH).encode(), cflags=cflags(options))
+            bpf = bcc.BPF(src_file=str(PROGRAM_PATH).encode(), cflags=options.cflags())
             bpf.load_func(b"on_cpu_sample", bcc.BPF.PERF_EVENT)
             for tracepoint in list(bpf.tracepoint_fds):
                 bpf.detach_tracepoint(tracepoint)
@@ -104,12 +95,33 @@ def hand_over(bpf: Any, sock: socket.socket) -> None:
     bpf_handover.send(sock, maps, programs)
 
 
+def write_record(bpf: Any, path: str) -> None:
+    """Save what was compiled, so the next start loads it without compiling (agent/bpf_object.py).
+    A program that uses a map the agent does not know is not saved."""
+    import bcc
+
+    map_names = {bpf[name].map_fd: name for name in bpf_handover.MAPS}
+    license = bcc.lib.bpf_module_license(bpf.module).decode()
+    try:
+        program = bpf_object.CompiledProgram(
+            maps=tuple(bpf_object.describe_map(name, fd) for fd, name in map_names.items()),
+            programs=tuple(bpf_object.describe_program(name, bpf.funcs[name.encode()].fd, license,
+                                                       bpf.dump_func(name.encode()), map_names)
+                           for name in bpf_handover.PROGRAMS))
+        bpf_object.write_record(Path(path), program)
+    except (OSError, ValueError) as exc:
+        log.warning("not caching the compiled program: %s", exc)
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="hostflame bpf helper: %(levelname)s: %(message)s")
     sock = socket.socket(fileno=int(argv[0]))
     try:
         options = LoadOptions.from_json(argv[1])
-        hand_over(compile_program(options), sock)
+        bpf = compile_program(options)
+        hand_over(bpf, sock)
+        if len(argv) > 2 and argv[2]:
+            write_record(bpf, argv[2])
     except HostflameError as exc:
         bpf_handover.send_error(sock, str(exc))
         return exc.exit_code

@@ -17,11 +17,16 @@ from pathlib import Path
 _SYSCALLS = {"x86_64": (321, 298), "aarch64": (280, 241)}
 SYS_BPF, SYS_PERF_EVENT_OPEN = _SYSCALLS.get(platform.machine(), _SYSCALLS["x86_64"])
 
+BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
+BPF_PROG_LOAD = 5
+BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
+BPF_ATTR_SIZE = 128  # zero-padded: the kernel accepts a larger attr when the tail is zero
+BPF_OBJ_NAME_LEN = 16
 BPF_ANY = 0
 
 PERF_TYPE_SOFTWARE = 1
@@ -53,6 +58,45 @@ def _check(result: int) -> int:
 
 def bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
     return int(_check(_syscall(ctypes.c_long(SYS_BPF), ctypes.c_long(cmd), attr, ctypes.c_uint(len(attr)))))
+
+
+def _name(name: str) -> bytes:
+    return name.encode()[:BPF_OBJ_NAME_LEN - 1]
+
+
+def map_create(*, map_type: int, key_size: int, value_size: int, max_entries: int, flags: int, name: str) -> int:
+    """A new map's fd (BPF_MAP_CREATE, no BTF)."""
+    attr = ctypes.create_string_buffer(BPF_ATTR_SIZE)
+    struct.pack_into("=IIIIIII16s", attr, 0, map_type, key_size, value_size, max_entries, flags, 0, 0, _name(name))
+    return bpf(BPF_MAP_CREATE, attr)
+
+
+def prog_load(*, prog_type: int, insns: bytes, license: str, name: str, log_size: int = 0) -> int:
+    """A loaded program's fd (BPF_PROG_LOAD). With ``log_size`` the verifier's last log line
+    joins the OSError's message when the kernel refuses the program."""
+    attr = ctypes.create_string_buffer(BPF_ATTR_SIZE)
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    log = ctypes.create_string_buffer(log_size) if log_size else None
+    struct.pack_into("=IIQQIIQII16s", attr, 0, prog_type, len(insns) // 8, ctypes.addressof(code),
+                     ctypes.addressof(lic), 1 if log else 0, log_size, ctypes.addressof(log) if log else 0, 0, 0,
+                     _name(name))
+    try:
+        return bpf(BPF_PROG_LOAD, attr)
+    except OSError as exc:
+        last = log.value.decode(errors="replace").strip().splitlines()[-1:] if log is not None else []
+        if last:
+            raise OSError(exc.errno, f"{exc.strerror}: {last[0]}") from None
+        raise
+
+
+def obj_info(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of a map's or program's info struct (BPF_OBJ_GET_INFO_BY_FD)."""
+    info = ctypes.create_string_buffer(size)
+    attr = ctypes.create_string_buffer(16)
+    struct.pack_into("=IIQ", attr, 0, fd, size, ctypes.addressof(info))
+    bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    return info.raw
 
 
 class BpfMap:

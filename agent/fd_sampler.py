@@ -1,6 +1,6 @@
 """BPF stage, the agent's side: drive the loaded program through its fds, without bcc.
 
-In: ``LoadedFds`` from the helper (agent/bpf_handover.py). Out: the ``Sampler`` interface the
+In: ``LoadedFds`` from the program cache or the helper (agent/bpf_object.py). Out: the ``Sampler`` interface the
 drain uses (generation flip, counts, stacks, counters, process events), plus attach, detach,
 ``set_frequency`` for the resource governor and ``map_memory_bytes`` for telemetry.
 Sampling: one software cpu-clock perf event per online CPU in frequency mode, the program set
@@ -14,11 +14,11 @@ import os
 import struct
 from pathlib import Path
 
-from agent import bpf_abi, bpf_sys
+from agent import bpf_abi, bpf_object, bpf_sys
 from agent.bpf_abi import CountEntry, ProcessEvent
-from agent.bpf_handover import LoadOptions, load_in_helper
+from agent.bpf_handover import LoadOptions
 from agent.errors import BpfLoadError
-from agent.host import TRACEFS, ensure_tracefs
+from agent.host import TRACEFS, default_cache_dir, ensure_tracefs
 from agent.perf_buffer import PerfBuffer
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,10 @@ def decode_count(key: bytes, value: bytes) -> CountEntry:
 class FdSampler:
     """The loaded program, driven with bpf() and perf_event_open; see the module docstring."""
 
-    def __init__(self, options: LoadOptions, tracefs: Path = TRACEFS) -> None:
+    def __init__(self, options: LoadOptions, tracefs: Path = TRACEFS, cache_dir: Path | None = None) -> None:
         ensure_tracefs()
         self._tracefs = tracefs
-        self._fds = load_in_helper(options)
+        self._fds = bpf_object.load(options, cache_dir or default_cache_dir())
         try:
             possible = bpf_sys.possible_cpus()
             maps = {name: bpf_sys.BpfMap(m.fd, m.key_size, m.value_size * (possible if name in PER_CPU else 1),
@@ -91,6 +91,11 @@ class FdSampler:
             if (m.key_size, m.value_size) != sizes:
                 raise BpfLoadError(f"map {name} has key/value sizes {m.key_size}/{m.value_size}, "
                                    f"agent/bpf_abi.py expects {sizes[0]}/{sizes[1]}")
+
+    @property
+    def helper_pid(self) -> int:
+        """The compiling helper's pid, 0 when the program came from the cache."""
+        return self._fds.helper_pid
 
     # --- attach ---------------------------------------------------------------------------
     def attach(self) -> None:

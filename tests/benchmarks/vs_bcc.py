@@ -3,8 +3,10 @@
 Workload (the same for both, running throughout): two ``split`` CPU burners plus
 ``sh -c 'while :; do /bin/true; done'`` (short-lived processes, ld.so and libc frames).
 Alternating per rep (ABBA: the order flips every rep so drift hits both alike):
-``hostflame record --duration D -o x.pb.gz`` and ``profile-bpfcc -F HZ -f D > out.folded``,
-each against the same kernel-header tree (bcc gets it as BCC_KERNEL_SOURCE).
+``hostflame record --duration D -o x.pb.gz`` (twice: ``hostflame`` loads the program compiled
+by an earlier start, ``hostflame_cold`` has that record deleted first and compiles, as on its
+first start on a host) and ``profile-bpfcc -F HZ -f D > out.folded`` (which compiles every
+time), each against the same kernel-header tree (bcc gets it as BCC_KERNEL_SOURCE).
 
 Measured per run: CPU seconds of the profiler process (user+sys from os.wait4's rusage, which
 includes bcc's in-process compile and any children it waited for), wall time, peak RSS, and
@@ -19,7 +21,7 @@ host does not dilute, and as named frames per sample (a profiler that unwinds de
 cannot name the extra frames loses share, not named frames per sample). bcc prints the
 sampled kernel IP once more above the kernel stack (``pte_val;pte_val``); those frames are
 counted as printed, and the samples whose leaf repeats are counted (``leaf_repeats``).
-Targets: hostflame CPU <= bcc CPU and hostflame named share >= bcc's (medians).
+Targets: hostflame CPU <= bcc CPU (warm and cold) and hostflame named share >= bcc's (medians).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.host import find_kernel_headers
+from agent.host import default_cache_dir, find_kernel_headers
 from tests.benchmarks.common import (
     Measured,
     Settings,
@@ -54,7 +56,7 @@ NAME = "vs_bcc"
 HOSTFLAME_UNNAMED_PREFIXES = ("[unknown]", "[jit]", "[missing", "[user stack lost", "[kernel stack lost", "[anon]",
                               "[kernel] 0x")
 BCC_UNNAMED_PREFIXES = ("[unknown]", "[Missed User Stack]", "[Missed Kernel Stack]", "[Missed")
-PROFILERS = ("hostflame", "bcc")
+PROFILERS = ("hostflame_cold", "hostflame", "bcc")  # warm always follows a start that compiled or bcc
 _BRACKET_ADDR = re.compile(r"^\[[^\]]*\] 0x[0-9a-f]+$")
 
 
@@ -143,13 +145,20 @@ def bcc_cmd(settings: Settings) -> list[str]:
     return [exe, "-F", str(settings.frequency_hz), "-f", f"{settings.record_duration_s:g}"]
 
 
+def forget_compiled_program() -> None:
+    """Make the next hostflame start compile, as its first start on a host does."""
+    shutil.rmtree(default_cache_dir() / "bpf", ignore_errors=True)
+
+
 def run_one(which: str, settings: Settings, tmp: Path, rep: int, comms: frozenset[str]) -> dict[str, Any]:
+    if which == "hostflame_cold":
+        forget_compiled_program()
     before = host_cpu_ticks()
-    if which == "hostflame":
-        profile = tmp / f"hostflame-rep{rep + 1}.pb.gz"
+    if which.startswith("hostflame"):
+        profile = tmp / f"{which}-rep{rep + 1}.pb.gz"
         cmd = hostflame_record_cmd(settings, profile, top=None)
-        progress(f"{NAME} rep {rep + 1}/{settings.reps}: {command_line(cmd)}")
-        measured = run_measured(cmd, stdout=tmp / f"hostflame-rep{rep + 1}.top", marker="sampling")
+        progress(f"{NAME} rep {rep + 1}/{settings.reps} ({which}): {command_line(cmd)}")
+        measured = run_measured(cmd, stdout=tmp / f"{which}-rep{rep + 1}.top", marker="sampling")
         check(measured, cmd)
         shares = hostflame_shares(profile, comms)
     else:
@@ -198,7 +207,8 @@ def run(settings: Settings) -> dict[str, Any]:
                 workload.check_alive()
     medians = {p: {m: median([r[m] for r in runs[p]]) for m in METRICS} for p in PROFILERS}
     ratios = {m: ratio(medians["hostflame"][m], medians["bcc"][m]) for m in METRICS}
-    hf, bcc = medians["hostflame"], medians["bcc"]
+    cold_ratios = {m: ratio(medians["hostflame_cold"][m], medians["bcc"][m]) for m in METRICS}
+    hf, cold, bcc = medians["hostflame"], medians["hostflame_cold"], medians["bcc"]
     result = {
         "name": NAME,
         "machine": machine(),
@@ -207,6 +217,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "commands": {
             "workload": workload.commands,
             "hostflame": command_line(hostflame_record_cmd(settings, Path("x.pb.gz"), top=None)),
+            "hostflame_cold": f"rm -r {default_cache_dir() / 'bpf'}; the same (it compiles, as on its first start)",
             "bcc": "BCC_KERNEL_SOURCE=<hostflame's header tree> " + command_line(bcc_cmd(settings), Path("out.folded")),
             "hostflame_frames": "pprof -traces -sample_index=samples -symbolize=none x.pb.gz",
             "cpu": "os.wait4 rusage of the profiler process (ru_utime + ru_stime, children included)",
@@ -214,8 +225,11 @@ def run(settings: Settings) -> dict[str, Any]:
         "reps": runs,
         "medians": medians,
         "ratios_hostflame_over_bcc": ratios,
+        "ratios_hostflame_cold_over_bcc": cold_ratios,
         "targets": {
             "cpu": target("hostflame CPU s <= bcc CPU s (median)", ratios["cpu_s"], hf["cpu_s"] <= bcc["cpu_s"]),
+            "cpu_cold": target("hostflame CPU s, compiling as on its first start, <= bcc CPU s (median)",
+                               cold_ratios["cpu_s"], cold["cpu_s"] <= bcc["cpu_s"]),
             "named": target("hostflame named-frame share >= bcc's (median, all processes)",
                             ratios["named_percent"], hf["named_percent"] >= bcc["named_percent"]),
             "named_workload": target("hostflame named-frame share >= bcc's (median, workload processes)",
@@ -249,6 +263,7 @@ def render(result: dict[str, Any]) -> str:
     for p in PROFILERS:
         table.add(f"{p} median", *_cells(result["medians"][p]))
     table.add("hostflame/bcc", *_cells(result["ratios_hostflame_over_bcc"], scale_rss=False))
+    table.add("hostflame_cold/bcc", *_cells(result["ratios_hostflame_cold_over_bcc"], scale_rss=False))
     lines = [table.render(), "start-up ends: hostflame at its 'sampling' log line; bcc when it holds one perf-event "
              "fd per CPU (it logs nothing); 'after' = the rest: sampling, symbolizing, writing; wkld = the "
              "workload's processes only",

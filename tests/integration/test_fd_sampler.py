@@ -3,6 +3,8 @@ syscalls, counts losslessly, never maps LLVM, and the governor really lowers the
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
@@ -12,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from agent import bpf_object
 from agent.bpf_handover import LoadOptions
-from agent.drain import Drainer
+from agent.drain import DrainedSample, Drainer
 from agent.fd_sampler import FdSampler
 from tests.integration.conftest import HOSTFLAME
 
@@ -121,3 +124,53 @@ def test_governor_lowers_the_real_sampling_rate(workload: subprocess.Popen[bytes
     # AND it said so once, and counted the steps
     assert result.stderr.count("resource governor:") == 1
     assert re.search(r"governor throttles [34], cache sheds 0", result.stderr)
+
+
+def load_and_sample(cache_dir: Path, pid: int, seconds: float = 1.0) -> tuple[int, list[DrainedSample]]:
+    """Load the program (499 Hz) with ``cache_dir``, sample for ``seconds``, drain: the helper's
+    pid (0 when loaded from the cache) and the samples of ``pid``."""
+    sampler = FdSampler(LoadOptions(frequency_hz=499), cache_dir=cache_dir)
+    try:
+        drainer = Drainer(sampler, lambda _events: None)
+        sampler.attach()
+        time.sleep(seconds)
+        sampler.detach()
+        return sampler.helper_pid, [s for s in drainer.drain_all() if s.pid == pid]
+    finally:
+        sampler.close()
+
+
+def test_compiled_program_is_cached_and_loaded_without_the_helper(
+        workload: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    # GIVEN an empty cache
+    # WHEN the program is loaded twice
+    first_helper, _ = load_and_sample(tmp_path, workload.pid, seconds=0)
+    records = list((tmp_path / "bpf").glob("profile-*.json"))
+    second_helper, mine = load_and_sample(tmp_path, workload.pid)
+    # THEN the first came from the compiling helper, which left one record (owner-only)
+    assert first_helper > 0
+    assert len(records) == 1 and records[0].stat().st_mode & 0o077 == 0
+    # AND the second was loaded from it with no helper, and samples the workload with user stacks
+    assert second_helper == 0
+    assert len(mine) > 0 and any(s.user_addrs for s in mine)
+
+
+def test_a_record_the_kernel_refuses_is_compiled_again(workload: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    # GIVEN a record whose sampling program the verifier rejects (its first instruction jumps
+    # out of the program)
+    load_and_sample(tmp_path, workload.pid, seconds=0)
+    path = bpf_object.cache_file(LoadOptions(), tmp_path)
+    raw = json.loads(path.read_text())
+    program = next(p for p in raw["programs"] if p["name"] == "on_cpu_sample")
+    insns = bytearray(base64.b64decode(program["insns"]))
+    insns[:8] = bytes([0x05, 0, 0xff, 0x7f, 0, 0, 0, 0])  # BPF_JA +32767
+    program["insns"] = base64.b64encode(bytes(insns)).decode()
+    path.write_text(json.dumps(raw))
+    # WHEN the program is loaded
+    helper, mine = load_and_sample(tmp_path, workload.pid)
+    # THEN the helper compiled it again, sampling works, and the record is a good one again
+    assert helper > 0
+    assert mine
+    again = bpf_object.read_record(path)
+    assert again is not None
+    assert next(p for p in again.programs if p.name == "on_cpu_sample").insns[:8] != bytes(insns[:8])
