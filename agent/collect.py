@@ -36,6 +36,7 @@ _KERNEL_STACK_LOST = {
     -errno.ENOMEM: placeholder("[kernel stack lost: stack map full]"),
 }
 _NO_USER_STACK = placeholder("[missing user stack]")
+BROKEN_CHAIN = placeholder("[broken frame chain]")
 
 SampleKey = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, int], ...], tuple[Symbolized, ...], int, int]
 
@@ -46,6 +47,7 @@ class Collector:
         self._symbolizer = symbolizer
         self._counts: dict[SampleKey, int] = {}
         self._processes: dict[tuple[int, int], ProcessInfo] = {}  # (pid, incarnation) seen this interval
+        self._stacks_cut = 0  # samples whose user stack was cut at a broken frame chain, this interval
 
     def add(self, drained: Iterable[DrainedSample]) -> None:
         merged: dict[tuple[int, int, str, tuple[int, ...], tuple[int, ...], int, int], int] = {}
@@ -55,7 +57,10 @@ class Collector:
             merged[k] = merged.get(k, 0) + s.count
         for (pid, incarnation, comm, user, kernel, user_err, kernel_err), count in merged.items():
             info = self._registry.lookup(pid, incarnation, comm)
-            stack = self._kernel_part(kernel, kernel_err) + self._user_part(info, user, user_err, kernel)
+            user_part = self._user_part(info, user, user_err, kernel)
+            if user_part and user_part[-1] is BROKEN_CHAIN:
+                self._stacks_cut += count
+            stack = self._kernel_part(kernel, kernel_err) + user_part
             self._processes[(pid, incarnation)] = info
             key = (self._labels(info, comm), (("pid", pid),), stack, pid, incarnation)
             self._counts[key] = self._counts.get(key, 0) + count
@@ -63,7 +68,10 @@ class Collector:
 
     def take(self, *, start_ns: int, duration_ns: int, frequency_hz: int, host: str,
              counters: dict[str, int]) -> Profile:
-        """The samples gathered since the last take, as one Profile; starts a new interval."""
+        """The samples gathered since the last take, as one Profile; starts a new interval.
+        ``counters`` gain ``user_stacks_cut`` (samples whose user stack ends in a broken chain)."""
+        counters = {**counters, "user_stacks_cut": self._stacks_cut}
+        self._stacks_cut = 0
         counts, self._counts = self._counts, {}
         processes, self._processes = self._processes, {}
         samples = tuple(
@@ -102,4 +110,16 @@ class Collector:
             refreshed = self._registry.refresh_maps(info.pid, info.incarnation)
             if refreshed is not None:
                 symbolized = self._symbolizer.symbolize_user(info.pid, refreshed.mappings, user)
-        return tuple(symbolized)
+        return cut_at_broken_chain(symbolized) if info.mappings else tuple(symbolized)
+
+
+def cut_at_broken_chain(symbolized: Sequence[Symbolized]) -> tuple[Symbolized, ...]:
+    """A user stack up to its first return address in no executable mapping of the process,
+    then one ``[broken frame chain]`` frame. Frame-pointer unwinding through code built
+    without frame pointers reads a heap, stack or data word as the next return address; that
+    frame and every one the walk found after it are not the program's callers. The leaf is the
+    sampled instruction pointer, never cut (an unknown leaf means stale maps, not a bad walk)."""
+    for i in range(1, len(symbolized)):
+        if symbolized[i].module is None:
+            return (*symbolized[:i], BROKEN_CHAIN)
+    return tuple(symbolized)

@@ -27,6 +27,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # /proc start times have clock-tick resolution; allow that much (and a little) of slack.
 _START_SLACK_NS = 3 * 1_000_000_000 // CLK_TCK
 SWEEP_EVERY_DRAINS = 30  # drains are about a second apart
+MAX_REFRESH_BACKOFF_DRAINS = 64  # a process whose stacks keep leaving its maps: re-read rarely
 
 
 def boot_to_monotonic_ns() -> int:
@@ -54,7 +55,7 @@ class ProcessRegistry:
         self._procs: dict[tuple[int, int], ProcessInfo] = {}
         self._ended_at_drain: dict[tuple[int, int], int] = {}  # key -> drain number when ended
         self._drains = 0
-        self._refreshed_in_drain: set[tuple[int, int]] = set()
+        self._refresh_due: dict[tuple[int, int], tuple[int, int]] = {}  # key -> (drain allowed, backoff)
         self._snapshots = self._gone = self._late = self._refreshes = self._removed = self._swept = 0
 
     # --- events --------------------------------------------------------------------------
@@ -82,17 +83,21 @@ class ProcessRegistry:
 
     def refresh_maps(self, pid: int, incarnation: int) -> ProcessInfo | None:
         """Re-read the maps of a live incarnation (a library mapped after the snapshot);
-        at most once per drain per incarnation. None when nothing changed or it is gone."""
+        at most once per drain per incarnation, and after a re-read that found nothing new,
+        1, 2, 4 ... up to MAX_REFRESH_BACKOFF_DRAINS drains later (a broken frame chain keeps
+        yielding addresses in no mapping). None when nothing changed or it is gone."""
         key = (pid, incarnation)
         info = self._procs.get(key)
-        if info is None or not info.alive or key in self._refreshed_in_drain:
+        due, backoff = self._refresh_due.get(key, (0, 1))
+        if info is None or not info.alive or self._drains < due:
             return None
-        self._refreshed_in_drain.add(key)
+        self._refresh_due[key] = (self._drains + backoff, min(2 * backoff, MAX_REFRESH_BACKOFF_DRAINS))
         if not self._is_same_process(pid, incarnation):
             return None
         maps = procfs.read_maps(self._proc_root, pid)
         if not maps or maps == info.mappings:
             return None
+        self._refresh_due[key] = (self._drains + 1, 1)
         self._refreshes += 1
         info = replace(info, mappings=maps)
         self._procs[key] = info
@@ -104,13 +109,13 @@ class ProcessRegistry:
         """Called after each drain: drop incarnations that ended before the previous drain,
         whose samples (in either generation) have now all been read."""
         self._drains += 1
-        self._refreshed_in_drain.clear()
         if self._drains % SWEEP_EVERY_DRAINS == 0:
             self._sweep()
         done = [k for k, d in self._ended_at_drain.items() if self._drains - d >= 2]
         for key in done:
             del self._ended_at_drain[key]
             self._procs.pop(key, None)
+            self._refresh_due.pop(key, None)
             self._removed += 1
 
     def _sweep(self) -> None:

@@ -3,8 +3,9 @@
 In: for user stacks, a pid, that process's ``Mapping``s (from the registry) and the sampled
 addresses, leaf first; for kernel stacks, the addresses alone. Out: one ``Symbolized`` per
 address, in order, never dropped and never raised for: a frame the symbolizer cannot name is
-``module+0xFILE_OFFSET``, ``[unknown]``, ``[jit] 0xADDR`` (JIT code no perf map names, see
-``symbolizer.perfmap``) or ``[kernel] 0xADDR``; the cause is counted in ``Symbolizer.stats``.
+``module+0xFILE_OFFSET``, ``[unknown]`` (no code there: in no mapping or in data; ``module``
+is None), ``[jit] 0xADDR`` (anonymous code no perf map names, see ``symbolizer.perfmap``) or
+``[kernel] 0xADDR``; the cause is counted in ``Symbolizer.stats``.
 
 Life of a binary: ``pin_process`` opens each new executable file-backed mapping's file while
 the process lives (``symbolizer.pins``); the first ``symbolize_user`` needing it parses its
@@ -60,6 +61,12 @@ log = logging.getLogger(__name__)
 MAX_RESULTS = 1 << 18  # per memo: (file_key, offset) -> frames, and (pid, addr) -> Symbolized
 MAX_PID_INDEXES = 4096
 UNKNOWN_FRAMES = (Frame(function="[unknown]"),)
+
+
+def _not_code(addr: int) -> Symbolized:
+    """An address where no code is: in no mapping, or in data (heap, stack, a file's data,
+    anonymous memory that is neither executable nor a JIT's)."""
+    return Symbolized(addr, FrameKind.UNKNOWN, None, UNKNOWN_FRAMES, False)
 HOST_ROOT = "/"
 DEFAULT_MAX_CACHE_BYTES = 256 << 20
 MAX_KERNEL_CACHE_BYTES = 1 << 30  # one file, replaced when the boot or the modules change
@@ -224,10 +231,12 @@ class Symbolizer:
         position = bisect.bisect_right(index.starts, lookup) - 1
         mapping = index.ordered[position] if position >= 0 else None
         if mapping is None or lookup >= mapping.end:
-            return Symbolized(addr, FrameKind.UNKNOWN, None, UNKNOWN_FRAMES, False)
+            return _not_code(addr)
         if not mapping.is_file:
             return self._symbolize_special(pid, index, position, addr, lookup)
-        entry = self._entry(pid, mapping) if mapping.is_exec else None
+        if not mapping.is_exec:
+            return _not_code(addr)  # a file's data: what a broken frame chain reads as a return address
+        entry = self._entry(pid, mapping)
         binary = entry.binary if entry is not None else None
         module = self._module(index, position, binary)
         if binary is None:
@@ -253,10 +262,14 @@ class Symbolizer:
         if mapping.path in ("[vdso]", "[vsyscall]"):
             frames = (Frame(function=f"{mapping.path}+0x{addr - mapping.start:x}"),)
             return Symbolized(addr, FrameKind.NATIVE, module, frames, False)
+        if mapping.path == "[heap]" or mapping.path.startswith("[stack"):
+            return _not_code(addr)
         name = self._perf_maps.lookup(pid, lookup)
         if name is not None:
             return Symbolized(addr, FrameKind.JIT, module, (Frame(function=name),), True)
-        return Symbolized(addr, FrameKind.JIT, module, (Frame(function=f"[jit] 0x{addr:x}"),), False)
+        if mapping.is_exec or self._perf_maps.has_map(pid):  # a JIT may flip its pages to rw- meanwhile
+            return Symbolized(addr, FrameKind.JIT, module, (Frame(function=f"[jit] 0x{addr:x}"),), False)
+        return _not_code(addr)
 
     def _module(self, index: _PidIndex, position: int, binary: Binary | None) -> Module:
         mapping = index.ordered[position]

@@ -14,7 +14,9 @@ the share of frames it names, sample-weighted over every frame of every stack: f
 the frames of ``pprof -traces -symbolize=none``, for bcc those of its folded lines (the comm,
 first on each line, is not a frame). Unnamed: ``module+0xOFFSET`` style addresses and
 placeholders (``[unknown]``, ``[jit]``, ``[missing ...``, ``[user stack lost ...``,
-``[kernel stack lost ...``, ``[anon]``; bcc: ``[unknown]``, ``[Missed User Stack]``,
+``[kernel stack lost ...``, ``[anon]``, ``[broken frame chain]`` (one frame where hostflame cut a
+frame-pointer walk that left the code: bcc prints each frame the walk found, mostly
+``[unknown]``); bcc: ``[unknown]``, ``[Missed User Stack]``,
 ``[Missed Kernel Stack]``). Each profiler is judged on its own sample set; shares are also
 given for the workload's own processes only (comm split/sh/true), which the rest of a noisy
 host does not dilute, and as named frames per sample (a profiler that unwinds deeper but
@@ -54,6 +56,7 @@ from tests.benchmarks.output import Table, progress, say, target, write_result
 
 NAME = "vs_bcc"
 HOSTFLAME_UNNAMED_PREFIXES = ("[unknown]", "[jit]", "[missing", "[user stack lost", "[kernel stack lost", "[anon]",
+                              "[broken frame chain]",
                               "[kernel] 0x")
 BCC_UNNAMED_PREFIXES = ("[unknown]", "[Missed User Stack]", "[Missed Kernel Stack]", "[Missed")
 PROFILERS = ("hostflame_cold", "hostflame", "bcc")  # warm always follows a start that compiled or bcc

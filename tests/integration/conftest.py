@@ -45,6 +45,11 @@ def short_lived_exe(bin_dir: Path) -> Path:
     return build_c("short_lived", bin_dir)
 
 
+@pytest.fixture(scope="session")
+def broken_chain_exe(bin_dir: Path) -> Path:
+    return build_c("broken_chain", bin_dir)
+
+
 def hostflame(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
               prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """Run the installed CLI as a user would."""

@@ -97,6 +97,29 @@ def test_a_process_that_exits_before_the_drain_is_still_named(
     assert named >= 0.5 * short_cpu_s * 499, (named, short_cpu_s, traces[:3])
 
 
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the fixture breaks its frame chain with x86-64 asm")
+def test_a_broken_frame_chain_ends_the_stack(broken_chain_exe: Path, tmp_path: Path, pprof_tool: Path) -> None:
+    # GIVEN a program whose frame chain leads, above its two real frames, into the heap
+    program = subprocess.Popen([str(broken_chain_exe), "30"])
+    try:
+        # WHEN it is recorded
+        out = tmp_path / "p.pb.gz"
+        result = hostflame("record", "--duration", "2", "--frequency", "499", "--pid", str(program.pid),
+                           "--top", "0", "-o", str(out))
+        assert result.returncode == 0, result.stderr
+    finally:
+        program.kill()
+        program.wait()
+    # THEN every stack of its spin (as Google pprof reads it) is chain_spin <- chain_breaker
+    # <- one [broken frame chain] frame: the heap word and what the walk found after it are gone
+    traces = [t for t in pprof_traces(pprof_tool, out) if t.frames and t.frames[0] == "chain_spin"]
+    assert sum(t.value for t in traces) >= 50, traces[:3]
+    assert {tuple(t.frames) for t in traces} == {("chain_spin", "chain_breaker", "[broken frame chain]")}
+    # AND the profile says how many samples were cut
+    cut = re.search(r"user_stacks_cut=(\d+)", pprof_text(pprof_tool, "-raw", str(out)))
+    assert cut and int(cut.group(1)) >= sum(t.value for t in traces)
+
+
 def test_pid_filter_records_only_that_process(
     workload: subprocess.Popen[bytes], tmp_path: Path, pprof_tool: Path
 ) -> None:

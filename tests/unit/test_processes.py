@@ -5,6 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
+from agent import processes
 from agent.bpf_abi import EVENT_EXEC, EVENT_EXIT, EVENT_NEW_PROCESS, ProcessEvent
 from agent.model import ProcessInfo
 from agent.processes import CLK_TCK, SWEEP_EVERY_DRAINS, ProcessRegistry, boot_to_monotonic_ns
@@ -110,3 +113,43 @@ def test_the_sweep_ends_an_incarnation_whose_process_vanished(tmp_path: Path) ->
         reg.end_drain()
     # THEN the incarnation is gone from the registry
     assert reg.stats.tracked == 0 and reg.stats.swept == 1
+
+
+def test_maps_are_re_read_less_often_while_nothing_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a live snapshot whose stacks keep asking for fresh maps (a broken frame chain)
+    root = tmp_path / "proc"
+    shutil.copytree(FIXTURES, root)
+    reg = ProcessRegistry(root)
+    reg.on_event(event(EVENT_NEW_PROCESS, LATER))
+    reads: list[int] = []  # the drains in which /proc was read
+    drain = [0]
+    real_read_maps = processes.procfs.read_maps
+
+    def counted(proc_root: Path, pid: int) -> object:
+        reads.append(drain[0])
+        return real_read_maps(proc_root, pid)
+
+    monkeypatch.setattr(processes.procfs, "read_maps", counted)
+    # WHEN every one of 40 drains asks, and the maps never change
+    for drain[0] in range(40):
+        assert reg.refresh_maps(4242, LATER) is None
+        reg.end_drain()
+    # THEN /proc was read at drains 0, 1, 3, 7, 15 and 31 only: backing off, not 40 times
+    assert reads == [0, 1, 3, 7, 15, 31]
+    assert reg.stats.map_refreshes == 0
+
+
+def test_a_changed_map_is_taken_and_the_next_drain_may_look_again(tmp_path: Path) -> None:
+    # GIVEN a live snapshot, and a library mapped after it
+    root = tmp_path / "proc"
+    shutil.copytree(FIXTURES, root)
+    reg = ProcessRegistry(root)
+    reg.on_event(event(EVENT_NEW_PROCESS, LATER))
+    maps = root / "4242" / "maps"
+    maps.write_text(maps.read_text() + "7f0000000000-7f0000001000 r-xp 00000000 08:01 777 /usr/lib/libnew.so\n")
+    # WHEN a drain asks for fresh maps
+    info = reg.refresh_maps(4242, LATER)
+    # THEN it gets them (one more mapping), and the same drain does not read again
+    assert info is not None and len(info.mappings) == 10
+    assert reg.refresh_maps(4242, LATER) is None
+    assert reg.stats.map_refreshes == 1

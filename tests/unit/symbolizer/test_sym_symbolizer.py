@@ -349,14 +349,17 @@ def test_new_mappings_for_a_pid_are_not_answered_from_the_old_ones() -> None:
 
 def test_addresses_outside_files_unknown_jit_and_vdso() -> None:
     # GIVEN a process with an anonymous executable mapping (JIT), a named anonymous one, the
-    # vDSO, and addresses in no mapping at all
+    # vDSO, a heap, a file's data and anonymous data (not code), and addresses in no mapping
     mappings = [
         Mapping(0x10000, 0x20000, "r-xp", 0, 0, 0, 0, ""),
         Mapping(0x30000, 0x40000, "r-xp", 0, 0, 0, 0, "[anon:v8]"),
+        Mapping(0x60000, 0x70000, "rw-p", 0, 0, 0, 0, "[heap]"),
+        Mapping(0x70000, 0x71000, "rw-p", 0x2000, 8, 1, 99, "/usr/lib/libdata.so"),
+        Mapping(0x80000, 0x90000, "rw-p", 0, 0, 0, 0, ""),
         Mapping(0x7FFF0000, 0x7FFF2000, "r-xp", 0, 0, 0, 0, "[vdso]"),
     ]
     symbolizer = Symbolizer(kallsyms_path=NOWHERE, proc_root="/nonexistent-proc")
-    stack = [0x10010, 0x30020, 0x7FFF0100, 0x50000, 0, 0xFFFF_FFFF_FFFF_FFFF]
+    stack = [0x10010, 0x30020, 0x7FFF0100, 0x60100, 0x70100, 0x80100, 0x50000, 0, 0xFFFF_FFFF_FFFF_FFFF]
     # WHEN symbolized
     result = symbolizer.symbolize_user(1, mappings, stack)
     # THEN one Symbolized per address, in order, of the right kind, none named
@@ -364,13 +367,16 @@ def test_addresses_outside_files_unknown_jit_and_vdso() -> None:
         (FrameKind.JIT, "[jit] 0x10010"),
         (FrameKind.JIT, "[jit] 0x30020"),
         (FrameKind.NATIVE, "[vdso]+0x100"),  # the sampled address's offset, not the looked-up one
+        (FrameKind.UNKNOWN, "[unknown]"),  # heap: no code
+        (FrameKind.UNKNOWN, "[unknown]"),  # a file's data: no code
+        (FrameKind.UNKNOWN, "[unknown]"),  # anonymous data of a process without a perf map
         (FrameKind.UNKNOWN, "[unknown]"),
         (FrameKind.UNKNOWN, "[unknown]"),
         (FrameKind.UNKNOWN, "[unknown]"),
     ]
     assert [s.addr for s in result] == stack
     assert not any(s.named for s in result)
-    assert result[3].module is None
+    assert all(s.module is None for s in result[3:])
     assert result[0].module is not None and (result[0].module.start, result[0].module.end) == (0x10000, 0x20000)
 
 
