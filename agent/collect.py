@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from agent.drain import DrainedSample
@@ -39,41 +40,59 @@ _NO_USER_STACK = placeholder("[missing user stack]")
 BROKEN_CHAIN = placeholder("[broken frame chain]")
 
 SampleKey = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, int], ...], tuple[Symbolized, ...], int, int]
+RawKey = tuple[int, int, str, tuple[int, ...], tuple[int, ...], int, int]  # a DrainedSample less its count
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One raw stack of one process this interval, symbolized once, at its first drain."""
+
+    count: int
+    stack: tuple[Symbolized, ...]
+    labels: tuple[tuple[str, str], ...]
+    cut: bool  # its user stack ends in BROKEN_CHAIN
 
 
 class Collector:
     def __init__(self, registry: ProcessRegistry, symbolizer: SymbolizerLike):
         self._registry = registry
         self._symbolizer = symbolizer
-        self._counts: dict[SampleKey, int] = {}
+        self._entries: dict[RawKey, _Entry] = {}
         self._processes: dict[tuple[int, int], ProcessInfo] = {}  # (pid, incarnation) seen this interval
-        self._stacks_cut = 0  # samples whose user stack was cut at a broken frame chain, this interval
 
     def add(self, drained: Iterable[DrainedSample]) -> None:
-        merged: dict[tuple[int, int, str, tuple[int, ...], tuple[int, ...], int, int], int] = {}
+        """Cost follows what is new this interval: a raw stack already seen (drains are about a
+        second apart, intervals 15 s) only adds its count; only a new one is symbolized."""
+        entries = self._entries
         for s in drained:  # threads of one process with the same stacks fold together
             k = (s.pid, s.incarnation, s.comm, s.user_addrs, s.kernel_addrs, s.user_stack_error,
                  s.kernel_stack_error)
-            merged[k] = merged.get(k, 0) + s.count
-        for (pid, incarnation, comm, user, kernel, user_err, kernel_err), count in merged.items():
-            info = self._registry.lookup(pid, incarnation, comm)
-            user_part = self._user_part(info, user, user_err, kernel)
-            if user_part and user_part[-1] is BROKEN_CHAIN:
-                self._stacks_cut += count
-            stack = self._kernel_part(kernel, kernel_err) + user_part
-            self._processes[(pid, incarnation)] = info
-            key = (self._labels(info, comm), (("pid", pid),), stack, pid, incarnation)
-            self._counts[key] = self._counts.get(key, 0) + count
+            entry = entries.get(k)
+            if entry is None:
+                entries[k] = self._symbolize(k, s.count)
+            else:
+                entry.count += s.count
         self._registry.end_drain()
+
+    def _symbolize(self, key: RawKey, count: int) -> _Entry:
+        pid, incarnation, comm, user, kernel, user_err, kernel_err = key
+        info = self._registry.lookup(pid, incarnation, comm)
+        self._processes[(pid, incarnation)] = info
+        user_part = self._user_part(info, user, user_err, kernel)
+        return _Entry(count, self._kernel_part(kernel, kernel_err) + user_part, self._labels(info, comm),
+                      bool(user_part) and user_part[-1] is BROKEN_CHAIN)
 
     def take(self, *, start_ns: int, duration_ns: int, frequency_hz: int, host: str,
              counters: dict[str, int]) -> Profile:
         """The samples gathered since the last take, as one Profile; starts a new interval.
         ``counters`` gain ``user_stacks_cut`` (samples whose user stack ends in a broken chain)."""
-        counters = {**counters, "user_stacks_cut": self._stacks_cut}
-        self._stacks_cut = 0
-        counts, self._counts = self._counts, {}
+        entries, self._entries = self._entries, {}
         processes, self._processes = self._processes, {}
+        counts: dict[SampleKey, int] = {}  # raw stacks that symbolize alike (a cut tail) merge
+        for (pid, incarnation, *_), e in entries.items():
+            key = (e.labels, (("pid", pid),), e.stack, pid, incarnation)
+            counts[key] = counts.get(key, 0) + e.count
+        counters = {**counters, "user_stacks_cut": sum(e.count for e in entries.values() if e.cut)}
         samples = tuple(
             ProfileSample(stack=stack, count=n, labels=labels, num_labels=num, process=processes[(pid, inc)])
             for (labels, num, stack, pid, inc), n in counts.items()
