@@ -50,6 +50,7 @@ class DiskExporter:
         self.max_age_s = max_age_s
         self.max_total_bytes = max_total_bytes
         self.written = 0
+        self._next_attempt: dict[str, int] = {}  # base file name -> first suffix not yet tried
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -64,12 +65,18 @@ class DiskExporter:
             self.write(profile)
 
     def write(self, profile: Profile, service: str = "") -> Path:
-        """Write ``profile``; returns the new file's path."""
-        attempt = 0
-        path = self.directory / file_name(profile, service=service)
+        """Write ``profile``; returns the new file's path. Many targets of one interval can share
+        a name (a hundred workers of one executable): the suffix to try next is remembered per
+        name, so that costs one existence check per file, not one per file before it."""
+        base = file_name(profile, service=service)
+        if base not in self._next_attempt and len(self._next_attempt) >= 4096:
+            self._next_attempt.clear()  # names of past intervals: their stamps do not come back
+        attempt = self._next_attempt.get(base, 0)
+        path = self.directory / (file_name(profile, attempt, service) if attempt else base)
         while path.exists():  # one writer per directory: the check and the replace cannot race
             attempt += 1
             path = self.directory / file_name(profile, attempt, service)
+        self._next_attempt[base] = attempt + 1
         write_atomic(path, build_pprof(profile))
         self.written += 1
         if self.max_files is not None or self.max_age_s > 0 or self.max_total_bytes > 0:

@@ -7,6 +7,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from agent.exporters.disk import DiskExporter
 from agent.labels import Targeter
 from agent.model import TargetProfile
@@ -27,6 +29,31 @@ def test_files_are_named_after_the_target(tmp_path: Path) -> None:
     exporter.export(target("db"))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "hostflame-20231114T221320Z-node-1-api.pb.gz", "hostflame-20231114T221320Z-node-1-db.pb.gz"]
+
+
+def test_targets_sharing_a_name_get_suffixes_without_rechecking_every_earlier_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a file of that name left by an earlier run, and the existence checks counted
+    (tmp_path / "hostflame-20231114T221320Z-node-1-worker.pb.gz").write_bytes(b"earlier")
+    checks: list[str] = []
+    real_exists = Path.exists
+
+    def exists(self: Path, *args: bool) -> bool:
+        checks.append(self.name)
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    # WHEN 50 targets of one interval share the service name "worker"
+    exporter = DiskExporter(tmp_path)
+    for _ in range(50):
+        exporter.export(target("worker"))
+    # THEN none is overwritten: the earlier file stays, the new ones take -1 ... -50
+    names = {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "hostflame-20231114T221320Z-node-1-worker.pb.gz").read_bytes() == b"earlier"
+    assert names == {"hostflame-20231114T221320Z-node-1-worker.pb.gz"} | {
+        f"hostflame-20231114T221320Z-node-1-worker-{n}.pb.gz" for n in range(1, 51)}
+    # AND the names were checked 51 times in all (once per file, plus the one taken), not 1 + 2 + ... + 51
+    assert len(checks) == 51
 
 
 def test_files_older_than_max_age_are_removed(tmp_path: Path) -> None:
