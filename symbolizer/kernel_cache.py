@@ -16,13 +16,17 @@ fresh parse. A table read by an unprivileged reader (every address
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from array import array
 
 from symbolizer.diskcache import CacheDir, CacheMiss, decode_record, encode_record
 from symbolizer.kallsyms import KallsymsTable, load_kallsyms
 from symbolizer.kallsyms_parse import KallsymsColumns
+
+try:  # CPython's own SHA-256: hashlib would load OpenSSL's libcrypto (~3.5 MB resident) for one digest
+    from _sha256 import sha256
+except ImportError:  # an interpreter built without it
+    from hashlib import sha256
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ def cache_key(kallsyms_path: str, proc_root: str) -> tuple[bytes, set[str]] | No
     if not boot_id or not boot_id.strip():
         return None
     modules = _read_small(f"{proc_root}/modules") or b""
-    digest = hashlib.sha256()
+    digest = sha256()
     digest.update(kallsyms_path.encode("utf-8", "surrogateescape") + b"\0" + boot_id.strip() + b"\0")
     names = set()
     for line in modules.splitlines():
