@@ -166,10 +166,13 @@ class Symbolizer:
 
     def forget_unused(self) -> None:
         """Close fds pinned for files not pinned or used since the previous call; drop transient
-        failures so they are retried. Call once per interval."""
+        failures so they are retried; release the pages of mapped cache files lookups touched.
+        Call once per interval."""
         self._pins.forget_unused()
         self._drop_pid_indexes()
         self._flush_sources()
+        for cache in self._cache_dirs:
+            cache.release_pages()
         self._perf_maps.forget()
 
     def _drop_pid_indexes(self) -> None:
