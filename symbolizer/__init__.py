@@ -166,11 +166,15 @@ class Symbolizer:
 
     def forget_unused(self) -> None:
         """Close fds pinned for files not pinned or used since the previous call; drop transient
-        failures so they are retried; release the pages of mapped cache files lookups touched.
-        Call once per interval."""
+        failures so they are retried; write new DWARF answers to the disk cache and close the
+        DWARF (see ``symbolizer.source.DwarfHandle``); release the pages of mapped cache files
+        lookups touched. Call once per interval."""
         self._pins.forget_unused()
         self._drop_pid_indexes()
         self._flush_sources()
+        for lines in self._sources.values():
+            if lines is not None:
+                lines.release()
         for cache in self._cache_dirs:
             cache.release_pages()
         self._perf_maps.forget()
@@ -312,15 +316,15 @@ class Symbolizer:
             return self._sources[key]
         cached = self._source_disk.read(info.build_id) if self._source_disk is not None else StoredSource()
         try:
-            index = open_dwarf(fd, info, path, root_fd, self._loader.locator)
+            dwarf = open_dwarf(fd, info, path, root_fd, self._loader.locator)
         except SymbolizerError as err:  # hostile DWARF: the symbol table still names the binary
             self._dwarf_failed[err.cause.value] = self._dwarf_failed.get(err.cause.value, 0) + 1
-            index = None
-        if index is None and not cached.answers and self._fetcher is not None and info.build_id:
+            dwarf = None
+        if dwarf is None and not cached.answers and self._fetcher is not None and info.build_id:
             self._fetcher.request(info.build_id)
         disk = self._source_disk
         reader = (lambda: disk.read_index(info.build_id)) if disk is not None else None
-        lines = SourceLines(cached, lambda: index, reader) if cached.answers or index is not None else None
+        lines = SourceLines(cached, lambda: dwarf, reader) if cached.answers or dwarf is not None else None
         if len(self._sources) >= self._max_binaries:
             self._flush_sources()
             for old in self._sources.values():
