@@ -122,12 +122,15 @@ class Symbolizer:
         cache_dir: str | None = None,
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
         debuginfod: Debuginfod | None = None,
+        kernel_from: Symbolizer | None = None,
     ) -> None:
         """``cache_dir``: where parsed kernel and binary symbol tables persist across runs
         (None: nowhere); created 0700; ``max_cache_bytes`` bounds the binaries' part.
         ``debuginfod``: where debug files missing here are fetched from, on a background
         thread; a file that arrives serves binaries loaded after it (its cache directory is
-        searched as one more debug root)."""
+        searched as one more debug root). ``kernel_from``: a Symbolizer being replaced (to
+        drop every cache) whose kernel symbols, once loaded, are taken over rather than
+        loaded again."""
         self._fetcher = BackgroundFetcher(debuginfod) if debuginfod is not None and debuginfod.urls else None
         if debuginfod is not None:
             debug_roots = (*debug_roots, debuginfod.cache_dir)
@@ -153,7 +156,9 @@ class Symbolizer:
         self._results: dict[tuple[FileKey, int], tuple[Frame, ...] | None] = {}
         self._pids: dict[int, _PidIndex] = {}
         self._memo_size = 0  # entries in all _PidIndex.memo together
-        self._kernel = KernelSymbolizer(kallsyms_path, kernel_notes_path, MAX_RESULTS, kernel_cache)
+        self._kernel: KernelSymbolizer = KernelSymbolizer(
+            kallsyms_path, kernel_notes_path, MAX_RESULTS, kernel_cache,
+            kernel_from._kernel if kernel_from is not None else None)
         self._loaded = 0
         self._hits = 0
         self._misses = 0
