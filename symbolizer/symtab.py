@@ -3,8 +3,8 @@
 In: an fd and its ``ElfInfo`` (which locates .symtab and .dynsym). Out: a ``SymbolTable``
 answering ``lookup(elf_vaddr) -> name | None`` by bisection.
 
-Built in one pass over the raw symbol entries (``struct.iter_unpack``, no per-symbol
-pyelftools objects), the candidates kept in ``array`` columns. Only defined STT_FUNC /
+Built in one pass over the raw symbol entries (``struct.iter_unpack``, no object per symbol),
+the candidates kept in ``array`` columns. Only defined STT_FUNC /
 STT_GNU_IFUNC symbols are kept. Storage is three ``array``s (start, end, name offset) plus the
 chosen names back to back in one ``bytes`` (not the whole string tables: much of a large
 binary's strings name data, imports and aliases); a name is decoded only when it is looked up.

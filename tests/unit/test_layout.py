@@ -40,7 +40,8 @@ def test_the_daemon_loads_no_library_its_config_does_not_use() -> None:
     loaded = set(subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=True, capture_output=True,
                                 text=True).stdout.split())
     # THEN none of the heavy libraries only other configs need is loaded: HTTP and TLS (with
-    # OpenSSL), Prometheus, the OTLP messages; nor bcc (its helper process compiles)
+    # OpenSSL), Prometheus, the OTLP messages; nor bcc (its helper process compiles), nor an
+    # ELF library (struct reads the headers)
     assert {"agent.cli", "agent.daemon", "symbolizer"} <= loaded
-    heavy = {"requests", "urllib3", "ssl", "_hashlib", "prometheus_client", "opentelemetry", "bcc"}
+    heavy = {"requests", "urllib3", "ssl", "_hashlib", "prometheus_client", "opentelemetry", "bcc", "elftools"}
     assert heavy & loaded == set()
