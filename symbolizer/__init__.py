@@ -321,7 +321,8 @@ class Symbolizer:
             return self._sources[key]
         cached = self._source_disk.read(info.build_id) if self._source_disk is not None else StoredSource()
         try:
-            dwarf = open_dwarf(fd, info, path, root_fd, self._loader.locator)
+            plain = self._cache_dirs[2] if self._cache_dirs else None
+            dwarf = open_dwarf(fd, info, path, root_fd, self._loader.locator, plain=plain)
         except SymbolizerError as err:  # hostile DWARF: the symbol table still names the binary
             self._dwarf_failed[err.cause.value] = self._dwarf_failed.get(err.cause.value, 0) + 1
             dwarf = None

@@ -40,7 +40,7 @@ import tempfile
 import time
 import weakref
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 log = logging.getLogger(__name__)
@@ -213,20 +213,26 @@ class CacheDir:
         if len(data) > self.max_bytes:
             self.count("too_large")
             return False
+        return self.write_from(name, lambda fd: write_all(fd, data))
+
+    def write_from(self, name: str, fill: Callable[[int], int]) -> bool:
+        """Replace file ``name`` atomically with what ``fill(fd)`` writes to a new file (it
+        returns the size written, and may raise ``OSError`` or ``ValueError`` to give up);
+        False (counted) when that fails."""
         temp = ""
         try:
             _make_private_dirs(self.path)
             fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.path)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                size = fill(fd)
             finally:
                 os.close(fd)
+            if size > self.max_bytes:
+                raise ValueError(f"{size} bytes above the directory's bound")
             target = os.path.join(self.path, name)
             replaced = _size_of(target)
             os.replace(temp, target)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             self.count("write_errors")
             log.debug("cannot write %s/%s: %s", self.path, name, err)
             if temp:
@@ -234,9 +240,13 @@ class CacheDir:
                     os.unlink(temp)
             return False
         if self._total is not None:
-            self._total += len(data) - replaced
+            self._total += size - replaced
         self._bound(keep=name)
         return True
+
+    def open(self, name: str, max_size: int) -> int:
+        """A read-only fd of file ``name`` (touching its mtime); raises ``CacheMiss`` like ``read``."""
+        return self._open(name, max_size)[0]
 
     def remove(self, name: str) -> None:
         with contextlib.suppress(OSError):
@@ -282,6 +292,14 @@ class CacheDir:
                 continue
             entries.append((st.st_mtime, entry.name, st.st_size))
         return entries
+
+
+def write_all(fd: int, data: Buffer) -> int:
+    """Write all of ``data`` to ``fd``; its size."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
 
 
 def _make_private_dirs(path: str) -> None:

@@ -28,9 +28,10 @@ MAX_HEADER_TABLE = 8 << 20  # bytes of one header table read at once (65536 x 64
 
 # e_type .. e_shstrndx after e_ident: type, machine, version, entry, phoff, shoff, flags, ehsize,
 # phentsize, phnum, shentsize, shnum, shstrndx
-_FILE_HEADER = {32: "HHIIIIIHHHHHH", 64: "HHIQQQIHHHHHH"}
+FILE_HEADER = {32: "HHIIIIIHHHHHH", 64: "HHIQQQIHHHHHH"}
 _PROGRAM_HEADER = {32: "IIIIIIII", 64: "IIQQQQQQ"}  # 32-bit keeps p_flags seventh, 64-bit second
-_SECTION_HEADER = {32: "IIIIIIIIII", 64: "IIQQQQIIQQ"}
+SECTION_HEADER = {32: "IIIIIIIIII", 64: "IIQQQQIIQQ"}  # name, type, flags, addr, offset, size, link,
+# info, addralign, entsize
 
 
 class ProgramHeader(NamedTuple):
@@ -110,12 +111,12 @@ def read_headers(fd: int, file_size: int, max_programs: int, max_sections: int) 
     if bits is None or order is None:
         raise _bad(f"EI_CLASS {ident[4]} / EI_DATA {ident[5]} unknown")
     elf = _File(fd, file_size, order, bits)
-    header = struct.Struct(order + _FILE_HEADER[bits])
+    header = struct.Struct(order + FILE_HEADER[bits])
     (e_type, e_machine, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum, shstrndx) = \
         header.unpack_from(_read(fd, 16, header.size, file_size))
     first: tuple[int, ...] | None = None  # section 0, which extended numbering reads counts from
     if shoff and (shnum == 0 or phnum >= PN_XNUM):
-        (first,) = elf.table(shoff, 1, shentsize, _SECTION_HEADER)
+        (first,) = elf.table(shoff, 1, shentsize, SECTION_HEADER)
     sections = 0 if shoff == 0 else (first[5] if shnum == 0 and first is not None else shnum)
     programs = (first[7] if first is not None else 0) if phnum >= PN_XNUM else phnum
     if programs > max_programs or sections > max_sections:
@@ -129,7 +130,7 @@ def read_headers(fd: int, file_size: int, max_programs: int, max_sections: int) 
         programs=tuple(_program(raw, bits) for raw in elf.table(phoff, programs, phentsize, _PROGRAM_HEADER)),
         sections=tuple(SectionHeader(n, t, flags, off, size, link, info, align, entsize)
                        for n, t, flags, _addr, off, size, link, info, align, entsize
-                       in elf.table(shoff, sections, shentsize, _SECTION_HEADER)),
+                       in elf.table(shoff, sections, shentsize, SECTION_HEADER)),
     )
 
 

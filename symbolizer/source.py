@@ -22,7 +22,9 @@ from typing import NamedTuple
 
 from symbolizer.debuginfo import DebugLocator
 from symbolizer.demangle import demangle
+from symbolizer.diskcache import CacheDir
 from symbolizer.dwarf import DwarfIndex, SourceFrame, StoredCu
+from symbolizer.dwarf_plain import plain_dwarf
 from symbolizer.elf import ElfInfo, read_range
 from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.libdw import DwarfFile, load_libdw
@@ -99,8 +101,9 @@ class DwarfHandle:
 
     libdw keeps the file mapped and, for compressed sections, decompressed copies on the heap
     (~10 MB for libc's debug file, growing as line tables are read), so the symbolizer releases
-    every handle at the end of an interval. Opening again costs ~45 ms of CPU for that file
-    (zlib); once the answers of the addresses seen so far are kept, few intervals need it."""
+    every handle at the end of an interval. Opening again costs a few ms for uncompressed DWARF
+    (the symbolizer keeps an uncompressed copy of compressed DWARF: ``symbolizer.dwarf_plain``),
+    ~45 ms for libc's compressed debug file (zlib) without one."""
 
     def __init__(self, lib: ctypes.CDLL, fd: int, index: DwarfIndex) -> None:
         self._lib = lib
@@ -131,18 +134,20 @@ class DwarfHandle:
             self._fd = -1
 
 
-def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLocator | None) -> DwarfHandle | None:
+def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLocator | None, *,
+               plain: CacheDir | None = None) -> DwarfHandle | None:
     """DWARF of the binary itself, else of its separate debug file; None when neither has any.
-    Raises ``SymbolizerError`` when the DWARF sections fail ``check_dwarf_sections``."""
+    Raises ``SymbolizerError`` when the DWARF sections fail ``check_dwarf_sections``.
+    ``plain``: where compressed DWARF is kept decompressed (``symbolizer.dwarf_plain``), for
+    libdw to map rather than decompress each time it is opened."""
     lib = load_libdw()
     if lib is None or info.file_size > MAX_DWARF_FILE_SIZE:
         return None
     if info.dwarf_sections:
         check_dwarf_sections(fd, info)
-        try:
-            return DwarfHandle(lib, fd, DwarfIndex(DwarfFile(lib, fd)))
-        except ValueError:
-            pass
+        handle = _handle(lib, fd, info, plain)
+        if handle is not None:
+            return handle
     if locator is None:
         return None
     debug = locator.find(fd, info, path, root_fd)
@@ -152,11 +157,27 @@ def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLo
         if not debug.info.dwarf_sections:
             return None
         check_dwarf_sections(debug.fd, debug.info)
-        return DwarfHandle(lib, debug.fd, DwarfIndex(DwarfFile(lib, debug.fd)))  # the handle keeps its own fd
-    except ValueError:
-        return None
+        return _handle(lib, debug.fd, debug.info, plain)
     finally:
         debug.close()
+
+
+def _handle(lib: ctypes.CDLL, fd: int, info: ElfInfo, plain: CacheDir | None) -> DwarfHandle | None:
+    """A handle on the DWARF of ``fd`` (through its uncompressed copy when there is one), or
+    None when libdw finds none. The handle keeps its own fd."""
+    copy = plain_dwarf(fd, info, plain) if plain is not None else None
+    try:
+        for candidate in (copy, fd):
+            if candidate is None:
+                continue
+            try:
+                return DwarfHandle(lib, candidate, DwarfIndex(DwarfFile(lib, candidate)))
+            except ValueError:
+                continue
+        return None
+    finally:
+        if copy is not None:
+            os.close(copy)
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ written to the cache directory at the end of the interval.
 from __future__ import annotations
 
 import ctypes
+import os
 import subprocess
 from pathlib import Path
 
@@ -48,18 +49,24 @@ def test_frames_carry_addr2lines_file_and_line_and_are_cached(binaries: Binaries
     assert symbolizer.stats.disk_cache.get("dwarf_writes", 0) >= 1
 
 
+def record_dwarf_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the files libdw is handed from now on, in order."""
+    opened: list[str] = []
+    real_begin = DwarfFile.__init__
+
+    def recording_begin(self: DwarfFile, lib: ctypes.CDLL, fd: int) -> None:
+        opened.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_begin(self, lib, fd)
+
+    monkeypatch.setattr(DwarfFile, "__init__", recording_begin)
+    return opened
+
+
 def test_dwarf_is_closed_between_intervals_and_opened_again_after_the_process_exits(
     binaries: Binaries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN the fixture's first frame symbolized (DWARF opened), then an interval ended
-    opened: list[int] = []
-    real_begin = DwarfFile.__init__
-
-    def counting_begin(self: DwarfFile, lib: ctypes.CDLL, fd: int) -> None:
-        opened.append(fd)
-        real_begin(self, lib, fd)
-
-    monkeypatch.setattr(DwarfFile, "__init__", counting_begin)
+    opened = record_dwarf_opens(monkeypatch)
     symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
     with running(binaries.pie) as child:
         maps = read_maps(child.pid)
