@@ -21,7 +21,7 @@ DEFAULT_FREQUENCY_HZ = 99
 DEFAULT_INTERVAL_S = 15.0
 DEFAULT_EXPORT_DIR = Path("/var/lib/hostflame/profiles")
 DEFAULT_CPU_BUDGET_PERCENT = 1.0  # of one CPU, over a budget window
-DEFAULT_MEMORY_BUDGET_MB = 200.0  # resident set of the agent (it sits near 110 MB with DWARF and exporters loaded)
+DEFAULT_MEMORY_BUDGET_MB = 80.0  # resident set of the agent (40-60 MB under run_overhead's load, disk export)
 DEFAULT_BUDGET_WINDOW_S = 30.0
 
 

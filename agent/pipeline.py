@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.config import RunConfig
 from agent.delivery import DeliveryStats
 from agent.exporters.disk import DiskExporter
-from agent.exporters.remote import RemoteExporter
 from agent.labels import Targeter
 from agent.metadata import MetadataProvider, observe
 from agent.model import ProcessInfo, Profile, TargetProfile
 from agent.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from agent.exporters.remote import RemoteExporter
 
 __all__ = ["Pipeline", "TargetExporter"]
 
@@ -41,9 +43,8 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, config: RunConfig, providers: list[MetadataProvider] | None = None) -> Pipeline:
-        from agent.exporters.otlp import OtlpExporter
-        from agent.exporters.pyroscope import PyroscopeExporter
-
+        """The exporters the config names; a network exporter's modules (HTTP, TLS, its protocol's
+        messages: ~12 MB resident, most of it TLS) are imported only when it is set."""
         disk_config = config.disk
         disk = None
         if disk_config is not None:
@@ -51,8 +52,12 @@ class Pipeline:
                                 max_total_bytes=disk_config.max_total_bytes)
         remotes: list[RemoteExporter] = []
         if config.pyroscope is not None:
+            from agent.exporters.pyroscope import PyroscopeExporter
+
             remotes.append(PyroscopeExporter(config.pyroscope))
         if config.otlp is not None:
+            from agent.exporters.otlp import OtlpExporter
+
             remotes.append(OtlpExporter(config.otlp))
         if providers is None:
             from agent.metadata import default_providers

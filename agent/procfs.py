@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class ContainerRef:
 
 
 def parse_maps(text: str) -> tuple[Mapping, ...]:
-    """Every line of /proc/PID/maps as a Mapping; malformed lines are skipped."""
+    """Every line of /proc/PID/maps as a Mapping; malformed lines are skipped. Permissions and
+    paths are interned: the registry holds the maps of every process, mostly the same files."""
     out = []
     for line in text.splitlines():
         parts = line.split(None, 5)
@@ -50,12 +52,12 @@ def parse_maps(text: str) -> tuple[Mapping, ...]:
                 Mapping(
                     start=int(start_s, 16),
                     end=int(end_s, 16),
-                    perms=parts[1],
+                    perms=sys.intern(parts[1]),
                     file_offset=int(parts[2], 16),
                     dev_major=int(major_s, 16),
                     dev_minor=int(minor_s, 16),
                     inode=int(parts[4]),
-                    path=parts[5].strip() if len(parts) > 5 else "",
+                    path=sys.intern(parts[5].strip()) if len(parts) > 5 else "",
                 )
             )
         except ValueError:

@@ -10,7 +10,6 @@ in ``replacement`` and ``target_label``; a ``replace`` giving "" deletes the tar
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -66,6 +65,8 @@ def apply_rules(labels: dict[str, str], rules: tuple[RelabelRule, ...]) -> dict[
             if rule.compiled.match(value):
                 return None
         elif action == "hashmod":
+            import hashlib  # here: it loads OpenSSL's libcrypto (~3.5 MB resident), which few configs need
+
             digest = hashlib.md5(value.encode(), usedforsecurity=False).digest()
             out[rule.target_label] = str(int.from_bytes(digest[8:], "big") % rule.modulus)
         else:  # replace

@@ -26,15 +26,16 @@ log = logging.getLogger(__name__)
 
 class SheddableSymbolizer:
     """The symbolizer behind one indirection, so the resource governor can drop every cache
-    (parsed symbol tables, memos, pinned files, kernel symbols) at once by starting afresh.
-    Binaries of live processes are reopened through /proc when next needed."""
+    (parsed symbol tables, memos, pinned files, DWARF) at once by starting afresh. Binaries of
+    live processes are reopened through /proc when next needed; the kernel symbols are kept
+    (a mapped file: reading them again would free nothing)."""
 
     def __init__(self) -> None:
         self._inner = self._make()
         self.sheds = 0
 
     @staticmethod
-    def _make() -> Symbolizer:
+    def _make(previous: Symbolizer | None = None) -> Symbolizer:
         from symbolizer import Symbolizer
         from symbolizer.debuginfod import Debuginfod, urls_from_env
 
@@ -42,7 +43,8 @@ class SheddableSymbolizer:
         # DEBUGINFOD_URLS: missing debug files are fetched by build-id on a background thread.
         urls = urls_from_env()
         debuginfod = Debuginfod(urls, str(host.default_cache_dir() / "debuginfod")) if urls else None
-        return Symbolizer(cache_dir=str(host.default_cache_dir() / "symbols"), debuginfod=debuginfod)
+        return Symbolizer(cache_dir=str(host.default_cache_dir() / "symbols"), debuginfod=debuginfod,
+                          kernel_from=previous)
 
     def symbolize_user(self, pid: int, mappings: Sequence[Mapping], addrs: Sequence[int]) -> list[Symbolized]:
         return self._inner.symbolize_user(pid, mappings, addrs)
@@ -58,7 +60,7 @@ class SheddableSymbolizer:
 
     def shed(self) -> None:
         self._inner.close()
-        self._inner = self._make()
+        self._inner = self._make(self._inner)
         self.sheds += 1
 
 

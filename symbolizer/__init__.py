@@ -129,12 +129,15 @@ class Symbolizer:
         cache_dir: str | None = None,
         max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
         debuginfod: Debuginfod | None = None,
+        kernel_from: Symbolizer | None = None,
     ) -> None:
         """``cache_dir``: where parsed kernel and binary symbol tables persist across runs
         (None: nowhere); created 0700; ``max_cache_bytes`` bounds the binaries' part.
         ``debuginfod``: where debug files missing here are fetched from, on a background
         thread; a file that arrives serves binaries loaded after it (its cache directory is
-        searched as one more debug root)."""
+        searched as one more debug root). ``kernel_from``: a Symbolizer being replaced (to
+        drop every cache) whose kernel symbols, once loaded, are taken over rather than
+        loaded again."""
         self._fetcher = BackgroundFetcher(debuginfod) if debuginfod is not None and debuginfod.urls else None
         if debuginfod is not None:
             debug_roots = (*debug_roots, debuginfod.cache_dir)
@@ -160,7 +163,9 @@ class Symbolizer:
         self._results: dict[tuple[FileKey, int], tuple[Frame, ...] | None] = {}
         self._pids: dict[int, _PidIndex] = {}
         self._memo_size = 0  # entries in all _PidIndex.memo together
-        self._kernel = KernelSymbolizer(kallsyms_path, kernel_notes_path, MAX_RESULTS, kernel_cache)
+        self._kernel: KernelSymbolizer = KernelSymbolizer(
+            kallsyms_path, kernel_notes_path, MAX_RESULTS, kernel_cache,
+            kernel_from._kernel if kernel_from is not None else None)
         self._loaded = 0
         self._hits = 0
         self._misses = 0
@@ -173,10 +178,17 @@ class Symbolizer:
 
     def forget_unused(self) -> None:
         """Close fds pinned for files not pinned or used since the previous call; drop transient
-        failures so they are retried. Call once per interval."""
+        failures so they are retried; write new DWARF answers to the disk cache and close the
+        DWARF (see ``symbolizer.source.DwarfHandle``); release the pages of mapped cache files
+        lookups touched. Call once per interval."""
         self._pins.forget_unused()
         self._drop_pid_indexes()
         self._flush_sources()
+        for lines in self._sources.values():
+            if lines is not None:
+                lines.release()
+        for cache in self._cache_dirs:
+            cache.release_pages()
         self._perf_maps.forget()
 
     def _drop_pid_indexes(self) -> None:
@@ -322,15 +334,16 @@ class Symbolizer:
             return self._sources[key]
         cached = self._source_disk.read(info.build_id) if self._source_disk is not None else StoredSource()
         try:
-            index = open_dwarf(fd, info, path, root_fd, self._loader.locator)
+            plain = self._cache_dirs[2] if self._cache_dirs else None
+            dwarf = open_dwarf(fd, info, path, root_fd, self._loader.locator, plain=plain)
         except SymbolizerError as err:  # hostile DWARF: the symbol table still names the binary
             self._dwarf_failed[err.cause.value] = self._dwarf_failed.get(err.cause.value, 0) + 1
-            index = None
-        if index is None and not cached.answers and self._fetcher is not None and info.build_id:
+            dwarf = None
+        if dwarf is None and not cached.answers and self._fetcher is not None and info.build_id:
             self._fetcher.request(info.build_id)
         disk = self._source_disk
         reader = (lambda: disk.read_index(info.build_id)) if disk is not None else None
-        lines = SourceLines(cached, lambda: index, reader) if cached.answers or index is not None else None
+        lines = SourceLines(cached, lambda: dwarf, reader) if cached.answers or dwarf is not None else None
         if len(self._sources) >= self._max_binaries:
             self._flush_sources()
             for old in self._sources.values():

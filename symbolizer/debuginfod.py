@@ -24,8 +24,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,9 @@ class Debuginfod:
         self.timeout_s = timeout_s
         self.negative_ttl_s = negative_ttl_s
         self.counters: dict[str, int] = {}
-        self._session = requests.Session()
+        import requests  # only an agent with servers configured pays for it (~12 MB resident with TLS)
+
+        self._session: requests.Session = requests.Session()
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -90,6 +94,8 @@ class Debuginfod:
         return None
 
     def _download(self, url: str, target: str) -> bool:
+        import requests
+
         temp = ""
         try:
             with self._session.get(url, timeout=self.timeout_s, stream=True) as response:

@@ -4,9 +4,8 @@ In: a symbol name as ELF or DWARF spells it. Out: the demangled name, or the nam
 when it is not mangled or cannot be demangled. C++ (Itanium ``_Z``) and Rust legacy mangling
 (``_ZN...17h<hash>E``, an Itanium-compatible form) go through libstdc++'s ``__cxa_demangle``
 (ctypes); Rust legacy names lose their ``::h<hash>`` suffix, as rustfilt and addr2line print
-them. Rust v0 (``_R``) names go through LLVM's ``llvm::rustDemangle`` (libLLVM-14, the
-library bcc already loads), opened only when such a name is first seen; without it they stay
-mangled.
+them. Rust v0 (``_R``) names go through ``symbolizer.rust_demangle`` (Python, printing what
+LLVM's ``rustDemangle`` prints, without the ~47 MB of resident memory libLLVM costs).
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ import functools
 import re
 from typing import Any
 
+from symbolizer.rust_demangle import demangle_rust_v0
+
 MAX_NAME = 4096  # longer names are left as they are (the demangler's cost grows with them)
-LLVM_LIBRARIES = ("libLLVM-14.so.1", "libLLVM-15.so.1", "libLLVM-16.so.1")
-RUST_DEMANGLE_SYMBOL = "_ZN4llvm12rustDemangleEPKcPcPmPi"  # char *rustDemangle(const char*, char*, size_t*, int*)
 _RUST_HASH = re.compile(r"::h[0-9a-f]{16}$")
 
 
@@ -40,20 +39,6 @@ def _cxa_demangle() -> tuple[Any, Any] | None:
         free.restype = None
         free.argtypes = [ctypes.c_void_p]
         return fn, free
-    return None
-
-
-@functools.cache
-def _rust_demangle() -> Any | None:
-    for name in LLVM_LIBRARIES:
-        try:
-            lib = ctypes.CDLL(name)
-            fn = getattr(lib, RUST_DEMANGLE_SYMBOL)
-        except (OSError, AttributeError):
-            continue
-        fn.restype = ctypes.c_void_p
-        fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
-        return fn
     return None
 
 
@@ -78,8 +63,7 @@ def demangle(name: str) -> str:
     if len(name) > MAX_NAME:
         return name
     if name.startswith("_R"):
-        rust = _rust_demangle()
-        return (_call(rust, name) or name) if rust is not None else name
+        return demangle_rust_v0(name) or name
     if not name.startswith("_Z"):
         return name
     functions = _cxa_demangle()

@@ -17,20 +17,31 @@ rewrites it. ``CacheDir`` writes atomically (a temporary file in the same direct
 ``rename``), creates directories 0700 and files 0600 (kernel addresses are secrets), opens
 with ``O_NOFOLLOW``, touches a file's mtime when it is read, and keeps its directory under
 ``max_bytes`` by deleting the least recently used files.
+
+``map_record`` maps a record's file read-only instead of reading it: the symbol tables built on
+its sections then live in the page cache, and only the pages lookups touch count as the
+agent's resident memory (the pages the CRC32 check read are released again, and
+``CacheDir.release_pages`` releases those lookups touched: the kernel maps 64 KiB around each
+page a lookup faults in, so a day of lookups would otherwise keep most of a file resident).
+That relies on every writer replacing files by ``rename`` (as ``CacheDir.write`` does), never
+rewriting one in place: a mapped file truncated underneath would fault.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import stat
 import struct
 import sys
 import tempfile
 import time
+import weakref
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +83,7 @@ def encode_record(kind: int, key: bytes, sections: Sequence[Buffer]) -> bytes:
     return header + body
 
 
-def decode_record(data: bytes, kind: int, key: bytes) -> list[memoryview]:
+def decode_record(data: Buffer | mmap.mmap, kind: int, key: bytes) -> list[memoryview]:
     """The sections of ``data``, a whole record file; raises ``CacheMiss`` unless every size adds up."""
     if len(data) < _HEADER.size:
         raise CacheMiss("corrupt", "shorter than a header")
@@ -104,6 +115,30 @@ def decode_record(data: bytes, kind: int, key: bytes) -> list[memoryview]:
     return out
 
 
+def int_column(raw: memoryview, typecode: Literal["Q", "I"] = "Q") -> memoryview:
+    """Section ``raw`` (8-aligned in the file) as native unsigned integers (``typecode`` "Q":
+    64-bit, "I": 32-bit); ``CacheMiss("corrupt")`` when its size is not a multiple."""
+    if len(raw) % (8 if typecode == "Q" else 4):
+        raise CacheMiss("corrupt", f"{typecode} array of {len(raw)} bytes")
+    return raw.cast(typecode)
+
+
+def map_record(cache: CacheDir, name: str, max_size: int, kind: int, key: bytes) -> list[memoryview]:
+    """The sections of record file ``name``, as views of its read-only mapping (see the module
+    docstring); raises ``CacheMiss`` as ``CacheDir.read`` and ``decode_record`` do."""
+    mapped = cache.map(name, max_size)
+    sections = decode_record(mapped, kind, key)
+    _release(mapped)  # the check read every page
+    return sections
+
+
+def _release(mapped: mmap.mmap) -> None:
+    """Unmap the pages of read-only file mapping ``mapped`` from this process: they stay in
+    the page cache, and the next access maps them again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
 class CacheDir:
     """One flat directory of cache files, bounded to ``max_bytes`` (least recently used go)."""
 
@@ -112,55 +147,92 @@ class CacheDir:
         self.max_bytes = max_bytes
         self._total: int | None = None  # bytes in the directory, once scanned
         self.counters: dict[str, int] = {}
+        self._mapped: weakref.WeakSet[mmap.mmap] = weakref.WeakSet()  # files mapped and still in use
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
 
     def read(self, name: str, max_size: int) -> bytes:
         """The bytes of file ``name`` (touching its mtime); raises ``CacheMiss("absent")``."""
+        fd, size = self._open(name, max_size)
         try:
-            fd = os.open(os.path.join(self.path, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as err:
-            raise CacheMiss("absent", err.strerror or "") from err
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > max_size:
-                raise CacheMiss("corrupt", "not a regular file, or above the size cap")
             chunks = []
-            remaining = st.st_size
+            remaining = size
             while remaining > 0:
                 chunk = os.read(fd, remaining)
                 if not chunk:
                     break
                 chunks.append(chunk)
                 remaining -= len(chunk)
-            with contextlib.suppress(OSError):
-                os.utime(fd)  # recency for eviction
             return b"".join(chunks)
         except OSError as err:
             raise CacheMiss("absent", err.strerror or "") from err
         finally:
             os.close(fd)
 
+    def map(self, name: str, max_size: int) -> mmap.mmap:
+        """File ``name`` mapped read-only (touching its mtime); raises ``CacheMiss`` like ``read``."""
+        fd, size = self._open(name, max_size)
+        try:
+            if size == 0:
+                raise CacheMiss("corrupt", "empty")
+            mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            self._mapped.add(mapped)
+            return mapped
+        except OSError as err:
+            raise CacheMiss("absent", err.strerror or "") from err
+        finally:
+            os.close(fd)
+
+    def release_pages(self) -> None:
+        """Release the pages of every file mapped from here that lookups have touched (see the
+        module docstring); call once per interval."""
+        for mapped in list(self._mapped):
+            _release(mapped)
+
+    def _open(self, name: str, max_size: int) -> tuple[int, int]:
+        """(fd, size) of regular file ``name``, its mtime touched (recency for eviction)."""
+        try:
+            fd = os.open(os.path.join(self.path, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as err:
+            raise CacheMiss("absent", err.strerror or "") from err
+        try:
+            st = os.fstat(fd)
+        except OSError as err:
+            os.close(fd)
+            raise CacheMiss("absent", err.strerror or "") from err
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_size:
+            os.close(fd)
+            raise CacheMiss("corrupt", "not a regular file, or above the size cap")
+        with contextlib.suppress(OSError):
+            os.utime(fd)
+        return fd, st.st_size
+
     def write(self, name: str, data: bytes) -> bool:
         """Replace file ``name`` with ``data`` atomically; False (counted) when that fails."""
         if len(data) > self.max_bytes:
             self.count("too_large")
             return False
+        return self.write_from(name, lambda fd: write_all(fd, data))
+
+    def write_from(self, name: str, fill: Callable[[int], int]) -> bool:
+        """Replace file ``name`` atomically with what ``fill(fd)`` writes to a new file (it
+        returns the size written, and may raise ``OSError`` or ``ValueError`` to give up);
+        False (counted) when that fails."""
         temp = ""
         try:
             _make_private_dirs(self.path)
             fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.path)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                size = fill(fd)
             finally:
                 os.close(fd)
+            if size > self.max_bytes:
+                raise ValueError(f"{size} bytes above the directory's bound")
             target = os.path.join(self.path, name)
             replaced = _size_of(target)
             os.replace(temp, target)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             self.count("write_errors")
             log.debug("cannot write %s/%s: %s", self.path, name, err)
             if temp:
@@ -168,9 +240,13 @@ class CacheDir:
                     os.unlink(temp)
             return False
         if self._total is not None:
-            self._total += len(data) - replaced
+            self._total += size - replaced
         self._bound(keep=name)
         return True
+
+    def open(self, name: str, max_size: int) -> int:
+        """A read-only fd of file ``name`` (touching its mtime); raises ``CacheMiss`` like ``read``."""
+        return self._open(name, max_size)[0]
 
     def remove(self, name: str) -> None:
         with contextlib.suppress(OSError):
@@ -216,6 +292,14 @@ class CacheDir:
                 continue
             entries.append((st.st_mtime, entry.name, st.st_size))
         return entries
+
+
+def write_all(fd: int, data: Buffer) -> int:
+    """Write all of ``data`` to ``fd``; its size."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
 
 
 def _make_private_dirs(path: str) -> None:

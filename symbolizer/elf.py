@@ -2,26 +2,33 @@
 
 In: an fd of a regular file (see ``symbolizer.files``). Out: an ``ElfInfo`` (build-id,
 PT_LOAD segments, where the symbol tables are) and bounded raw reads of its sections.
-Every failure - truncated, hostile or non-ELF input, pyelftools errors, short reads - is
-raised as ``SymbolizerError`` with a cause; nothing else escapes.
+Every failure - truncated, hostile or non-ELF input, short reads - is raised as
+``SymbolizerError`` with a cause; nothing else escapes.
 
-pyelftools parses the headers; section payloads are read here with ``os.pread`` after their
-offsets and sizes are checked against the file size and the caps below.
+``symbolizer.elf_headers`` reads the headers; section payloads are read here with ``os.pread``
+after their offsets and sizes are checked against the file size and the caps below.
 """
 
 from __future__ import annotations
 
-import errno
-import io
 import os
 import stat
 import struct
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError
-from elftools.construct import ConstructError
-from elftools.elf.elffile import ELFFile
-
+from symbolizer.elf_headers import (
+    ET_DYN,
+    ET_EXEC,
+    PT_LOAD,
+    PT_NOTE,
+    SHT_DYNSYM,
+    SHT_NOTE,
+    SHT_PROGBITS,
+    SHT_STRTAB,
+    SHT_SYMTAB,
+    Headers,
+    read_headers,
+)
 from symbolizer.errors import Cause, SymbolizerError, cause_of_os_error
 
 MAX_FILE_SIZE = 8 << 30  # larger files are refused without reading
@@ -39,9 +46,6 @@ SHF_COMPRESSED = 0x800
 MAX_DWARF_SECTIONS = 64
 NT_GNU_BUILD_ID = 3
 PF_X = 1
-
-# What a malformed file can make pyelftools (or struct/bytes handling of its fields) raise.
-_PARSE_ERRORS = (ELFError, ConstructError, struct.error, ValueError, IndexError, KeyError, EOFError, OverflowError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,7 @@ class ElfInfo:
     symbol_sources: tuple[SymbolSource, ...]  # .symtab first, then .dynsym
     file_size: int
     identity: tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns)
-    machine: str = ""  # e_machine as pyelftools names it, e.g. "EM_X86_64"
+    machine: int = 0  # e_machine, e.g. 62 (EM_X86_64)
     debuglink: SectionRange | None = None  # .gnu_debuglink: name and CRC32 of a separate debug file
     debugdata: SectionRange | None = None  # .gnu_debugdata: MiniDebugInfo, an xz-compressed ELF
     gopclntab: SectionRange | None = None  # .gopclntab: a Go binary's function table
@@ -155,73 +159,61 @@ def read_elf_info(fd: int) -> ElfInfo:
         raise SymbolizerError(Cause.TOO_LARGE, f"{st.st_size} bytes > cap {MAX_FILE_SIZE}")
     if read_range(fd, 0, min(4, st.st_size), st.st_size) != b"\x7fELF":
         raise SymbolizerError(Cause.BAD_ELF, "no ELF magic")
-    stream = io.BufferedReader(io.FileIO(fd, "rb", closefd=False))
-    try:
-        return _read_headers(fd, ELFFile(stream), st)
-    except _PARSE_ERRORS as err:
-        raise SymbolizerError(Cause.BAD_ELF, f"{type(err).__name__}: {err}") from err
-    except OSError as err:
-        # EINVAL / EOVERFLOW: a header sent pyelftools seeking to an impossible offset
-        cause = Cause.BAD_ELF if err.errno in (errno.EINVAL, errno.EOVERFLOW) else cause_of_os_error(err)
-        raise SymbolizerError(cause, f"read failed: {err.strerror}") from err
+    return _read_info(fd, read_headers(fd, st.st_size, MAX_SEGMENTS, MAX_SECTIONS), st)
 
 
-def _read_headers(fd: int, elf: ELFFile, st: os.stat_result) -> ElfInfo:
-    if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
-        raise SymbolizerError(Cause.BAD_ELF, f"e_type {elf['e_type']} is not loadable")
-    if elf.num_segments() > MAX_SEGMENTS or elf.num_sections() > MAX_SECTIONS:
-        raise SymbolizerError(Cause.BAD_ELF, "implausible number of headers")
-    little = bool(elf.little_endian)
+def _read_info(fd: int, elf: Headers, st: os.stat_result) -> ElfInfo:
+    if elf.e_type not in (ET_EXEC, ET_DYN):
+        raise SymbolizerError(Cause.BAD_ELF, f"e_type {elf.e_type} is not loadable")
+    little = elf.little_endian
     loads: list[LoadSegment] = []
     build_id = b""
-    for index in range(elf.num_segments()):
-        ph = elf._get_segment_header(index)  # the header only: no Segment object
-        if ph["p_type"] == "PT_LOAD":
-            loads.append(LoadSegment(ph["p_offset"], ph["p_vaddr"], ph["p_filesz"], bool(ph["p_flags"] & PF_X)))
-        elif ph["p_type"] == "PT_NOTE" and not build_id:
-            size = min(ph["p_filesz"], MAX_NOTES_SIZE)
-            notes = read_range(fd, ph["p_offset"], size, st.st_size)
-            build_id = parse_build_id(notes, little, 8 if ph["p_align"] == 8 else 4)
+    for ph in elf.programs:
+        if ph.p_type == PT_LOAD:
+            loads.append(LoadSegment(ph.p_offset, ph.p_vaddr, ph.p_filesz, bool(ph.p_flags & PF_X)))
+        elif ph.p_type == PT_NOTE and not build_id:
+            size = min(ph.p_filesz, MAX_NOTES_SIZE)
+            notes = read_range(fd, ph.p_offset, size, st.st_size)
+            build_id = parse_build_id(notes, little, 8 if ph.p_align == 8 else 4)
     sources: list[SymbolSource] = []
     names = _section_names(fd, elf, st.st_size)
     named: dict[bytes, SectionRange] = {}
     dwarf: list[DwarfSection] = []
-    for index in range(elf.num_sections()):
-        sh = elf._get_section_header(index)  # the header only: no payload
-        if sh["sh_type"] == "SHT_PROGBITS" and names:
-            name = _name_at(names, sh["sh_name"])
+    for sh in elf.sections:
+        if sh.sh_type == SHT_PROGBITS and names:
+            name = _name_at(names, sh.sh_name)
             if name in (DEBUGLINK_SECTION, DEBUGDATA_SECTION, GOPCLNTAB_SECTION) and name not in named:
-                named[name] = SectionRange(sh["sh_offset"], sh["sh_size"])
+                named[name] = SectionRange(sh.sh_offset, sh.sh_size)
             elif name.startswith((b".debug_", b".zdebug_")) and len(dwarf) < MAX_DWARF_SECTIONS:
-                dwarf.append(DwarfSection(name.decode("ascii", "replace"), sh["sh_offset"], sh["sh_size"],
-                                          bool(sh["sh_flags"] & SHF_COMPRESSED)))
-        if sh["sh_type"] == "SHT_NOTE" and not build_id:
-            notes = read_range(fd, sh["sh_offset"], min(sh["sh_size"], MAX_NOTES_SIZE), st.st_size)
-            build_id = parse_build_id(notes, little, 8 if sh["sh_addralign"] == 8 else 4)
-        elif sh["sh_type"] in ("SHT_SYMTAB", "SHT_DYNSYM") and sh["sh_size"] > 0:
-            if not 0 < sh["sh_link"] < elf.num_sections():
-                raise SymbolizerError(Cause.BAD_ELF, f"symbol table links to section {sh['sh_link']}")
-            strtab = elf._get_section_header(sh["sh_link"])
+                dwarf.append(DwarfSection(name.decode("ascii", "replace"), sh.sh_offset, sh.sh_size,
+                                          bool(sh.sh_flags & SHF_COMPRESSED)))
+        if sh.sh_type == SHT_NOTE and not build_id:
+            notes = read_range(fd, sh.sh_offset, min(sh.sh_size, MAX_NOTES_SIZE), st.st_size)
+            build_id = parse_build_id(notes, little, 8 if sh.sh_addralign == 8 else 4)
+        elif sh.sh_type in (SHT_SYMTAB, SHT_DYNSYM) and sh.sh_size > 0:
+            if not 0 < sh.sh_link < len(elf.sections):
+                raise SymbolizerError(Cause.BAD_ELF, f"symbol table links to section {sh.sh_link}")
+            strtab = elf.sections[sh.sh_link]
             sources.append(
                 SymbolSource(
-                    dynamic=sh["sh_type"] == "SHT_DYNSYM",
-                    offset=sh["sh_offset"],
-                    size=sh["sh_size"],
-                    entsize=sh["sh_entsize"],
-                    strtab_offset=strtab["sh_offset"],
-                    strtab_size=strtab["sh_size"],
+                    dynamic=sh.sh_type == SHT_DYNSYM,
+                    offset=sh.sh_offset,
+                    size=sh.sh_size,
+                    entsize=sh.sh_entsize,
+                    strtab_offset=strtab.sh_offset,
+                    strtab_size=strtab.sh_size,
                 )
             )
     sources.sort(key=lambda source: source.dynamic)
     return ElfInfo(
-        is_64=elf.elfclass == 64,
+        is_64=elf.is_64,
         little_endian=little,
         build_id=build_id,
         loads=tuple(loads),
         symbol_sources=tuple(sources),
         file_size=st.st_size,
         identity=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-        machine=str(elf["e_machine"]),
+        machine=elf.e_machine,
         debuglink=named.get(DEBUGLINK_SECTION),
         debugdata=named.get(DEBUGDATA_SECTION),
         gopclntab=named.get(GOPCLNTAB_SECTION),
@@ -229,19 +221,19 @@ def _read_headers(fd: int, elf: ELFFile, st: os.stat_result) -> ElfInfo:
     )
 
 
-def _section_names(fd: int, elf: ELFFile, file_size: int) -> bytes:
+def _section_names(fd: int, elf: Headers, file_size: int) -> bytes:
     """The head of the section-name string table, or b"" when it is missing or unreadable
     (names are optional: only debug-file lookups use them)."""
-    index = elf["e_shstrndx"]
-    if index == SHN_XINDEX and elf.num_sections() > 0:
-        index = elf._get_section_header(0)["sh_link"]
-    if not 0 < index < elf.num_sections():
+    index = elf.e_shstrndx
+    if index == SHN_XINDEX and elf.sections:
+        index = elf.sections[0].sh_link
+    if not 0 < index < len(elf.sections):
         return b""
-    sh = elf._get_section_header(index)
-    if sh["sh_type"] != "SHT_STRTAB":
+    sh = elf.sections[index]
+    if sh.sh_type != SHT_STRTAB:
         return b""
     try:
-        return read_range(fd, sh["sh_offset"], min(sh["sh_size"], MAX_SECTION_NAMES_SIZE), file_size)
+        return read_range(fd, sh.sh_offset, min(sh.sh_size, MAX_SECTION_NAMES_SIZE), file_size)
     except SymbolizerError:
         return b""
 

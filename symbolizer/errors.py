@@ -26,7 +26,7 @@ class Cause(enum.StrEnum):
     IO_ERROR = "io_error"  # any other OSError
     DEBUG_MISMATCH = "debug_mismatch"  # a debug file whose build-id, CRC32 or ELF kind is not the binary's
     BAD_COMPRESSED = "bad_compressed"  # a MiniDebugInfo section that is not one valid xz stream
-    INTERNAL = "internal"  # a bug in hostflame or pyelftools: logged once per binary
+    INTERNAL = "internal"  # a bug in hostflame: logged once per binary
 
 
 class SymbolizerError(Exception):

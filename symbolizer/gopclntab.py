@@ -19,10 +19,9 @@ refused.
 from __future__ import annotations
 
 import struct
-from array import array
 
 from symbolizer.elf import ElfInfo, read_range
-from symbolizer.symtab import SymbolTable
+from symbolizer.symtab import SymbolTable, table_of
 
 MAGIC_116 = 0xFFFFFFFA
 MAGIC_118 = 0xFFFFFFF0
@@ -88,16 +87,7 @@ def parse_pclntab(data: bytes, little_endian: bool) -> SymbolTable | None:
 def _table(entries: list[tuple[int, bytes]]) -> SymbolTable | None:
     functions = sorted(entries[:-1])
     text_end = entries[-1][0]
-    starts, ends, offsets = array("Q"), array("Q"), array("Q")
-    names = bytearray()
-    for index, (start, name) in enumerate(functions):
-        end = functions[index + 1][0] if index + 1 < len(functions) else text_end
-        if not name or end <= start:
-            continue
-        starts.append(start)
-        ends.append(end)
-        offsets.append(len(names))
-        names += name + b"\0"
-    if not starts:
-        return None
-    return SymbolTable(starts, ends, offsets, bytes(names) or b"\0")
+    ranges = [(start, functions[index + 1][0] if index + 1 < len(functions) else text_end, name)
+              for index, (start, name) in enumerate(functions)]
+    table = table_of((start, end, name) for start, end, name in ranges if name and end > start)
+    return table if len(table) else None

@@ -52,7 +52,8 @@ class KallsymsTable:
             KernelModuleRange(name, start, end)
             for name, start, end in zip(columns.module_names, columns.module_starts, columns.module_ends, strict=True)
         )
-        self.restricted = not any(columns.addrs)
+        # Sorted: every address is 0 when the highest is (reading it touches one page, not all).
+        self.restricted = not columns.addrs or columns.addrs[-1] == 0
 
     def __len__(self) -> int:
         return len(self.columns.addrs)
@@ -69,7 +70,7 @@ class KallsymsTable:
         if module >= len(self.modules):  # only a damaged cache file could hold such an index
             return None
         name = columns.names[columns.name_offsets[index] : columns.name_offsets[index + 1]]
-        return name.decode("utf-8", "replace"), self.modules[module]
+        return str(name, "utf-8", "replace"), self.modules[module]
 
     def keep_modules(self, names: set[str]) -> KallsymsTable:
         """A table naming only the core kernel's symbols and those of the modules in ``names``:
@@ -97,9 +98,10 @@ class KallsymsTable:
         return KallsymsTable(
             KallsymsColumns(
                 addrs=columns.addrs,
-                is_text=columns.is_text[:head] + bytes(map(min, columns.is_text[head:], tail)),
-                names=columns.names[:head_end] + b"".join(names_kept),
-                name_offsets=offsets[: head + 1] + array("Q", map(head_end.__add__, accumulate(map(len, names_kept)))),
+                is_text=bytes(columns.is_text[:head]) + bytes(map(min, columns.is_text[head:], tail)),
+                names=bytes(columns.names[:head_end]) + b"".join(names_kept),
+                name_offsets=array("Q", offsets[: head + 1])
+                + array("Q", map(head_end.__add__, accumulate(map(len, names_kept)))),
                 module_index=array("I", map(renumber.__getitem__, columns.module_index)),
                 module_names=[columns.module_names[old] for old in kept],
                 module_starts=[columns.module_starts[old] for old in kept],

@@ -21,6 +21,7 @@ from array import array
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, groupby, islice
 from operator import le
+from typing import TypeAlias
 
 CHUNK_BYTES = 1 << 16
 _TEXT = bytes(int(chr(i) in "tTwW") for i in range(256))  # type byte -> 1 for text symbols
@@ -29,17 +30,22 @@ _LINE = re.compile(rb"^([0-9a-fA-F]+) (\S) ([^\s\[]+)(?:\t(\[[^\]\s]+\]))?[ \t]*
 _MODULE_TOKEN = re.compile(rb"\[[^\]\s]+\]")
 
 
+Column: TypeAlias = "array[int] | memoryview"  # in memory, or a view of a mapped cache file
+Bytes: TypeAlias = "bytes | memoryview"
+
+
 @dataclass(slots=True)
 class KallsymsColumns:
     """Symbol i: ``addrs[i]``, named ``names[name_offsets[i]:name_offsets[i + 1]]``, text when
     ``is_text[i]``, in module ``module_names[module_index[i]]`` ("" is the core kernel), whose
-    text symbols span [``module_starts[m]``, ``module_ends[m]``) (0, 0 without any)."""
+    text symbols span [``module_starts[m]``, ``module_ends[m]``) (0, 0 without any). A parse
+    gives ``array``s and ``bytes``; ``symbolizer.kernel_cache`` gives views of a mapped file."""
 
-    addrs: array[int]
-    is_text: bytes
-    names: bytes
-    name_offsets: array[int]
-    module_index: array[int]
+    addrs: Column
+    is_text: Bytes
+    names: Bytes
+    name_offsets: Column
+    module_index: Column
     module_names: list[str]
     module_starts: list[int]
     module_ends: list[int]
@@ -168,39 +174,36 @@ def _sorted_columns(
     core_sorted = _is_sorted(memoryview(addrs)[:core])
     starts, ends = _module_ranges(addrs, is_text, built, numbers, core_sorted)
     module_index = array("I", [0]) * core + array("I", map(numbers.__getitem__, modules))
-    columns = KallsymsColumns(
-        addrs,
-        is_text,
-        names,
-        name_offsets,
-        module_index,
-        [token[1:-1].decode("utf-8", "replace") for token in numbers],
-        starts,
-        ends,
-    )
     if not core_sorted or (core and core < len(addrs) and min(islice(addrs, core, None)) < addrs[core - 1]):
         core = 0  # sort everything
     if not _is_sorted(memoryview(addrs)[core:]):
-        _sort_from(columns, core, sorted(range(core, len(addrs)), key=addrs.__getitem__))
-    return columns
+        order = sorted(range(core, len(addrs)), key=addrs.__getitem__)
+        addrs, is_text, names, name_offsets, module_index = _sort_from(
+            core, order, addrs=addrs, is_text=is_text, names=names, offsets=name_offsets, module_index=module_index)
+    module_names = [token[1:-1].decode("utf-8", "replace") for token in numbers]
+    return KallsymsColumns(addrs, is_text, names, name_offsets, module_index, module_names, starts, ends)
 
 
 def _is_sorted(values: memoryview | array[int]) -> bool:
     return all(map(le, values, islice(values, 1, None)))
 
 
-def _sort_from(columns: KallsymsColumns, start: int, order: list[int]) -> None:
-    """Reorder symbols [start:] of ``columns`` as ``order`` (indexes from ``start`` up) says."""
-    offsets = columns.name_offsets
+def _sort_from(
+    start: int, order: list[int], *, addrs: array[int], is_text: bytes, names: bytes, offsets: array[int],
+    module_index: array[int]
+) -> tuple[array[int], bytes, bytes, array[int], array[int]]:
+    """The columns with symbols [start:] reordered as ``order`` (indexes from ``start`` up) says."""
     starts = map(offsets.__getitem__, order)
     ends = map(offsets.__getitem__, map((1).__add__, order))
-    names = list(map(columns.names.__getitem__, map(slice, starts, ends)))
+    moved = list(map(names.__getitem__, map(slice, starts, ends)))
     head_end = offsets[start]
-    columns.addrs = columns.addrs[:start] + array("Q", map(columns.addrs.__getitem__, order))
-    columns.is_text = columns.is_text[:start] + bytes(map(columns.is_text.__getitem__, order))
-    columns.module_index = columns.module_index[:start] + array("I", map(columns.module_index.__getitem__, order))
-    columns.names = columns.names[:head_end] + b"".join(names)
-    columns.name_offsets = offsets[: start + 1] + array("Q", map(head_end.__add__, accumulate(map(len, names))))
+    return (
+        addrs[:start] + array("Q", map(addrs.__getitem__, order)),
+        is_text[:start] + bytes(map(is_text.__getitem__, order)),
+        names[:head_end] + b"".join(moved),
+        offsets[: start + 1] + array("Q", map(head_end.__add__, accumulate(map(len, moved)))),
+        module_index[:start] + array("I", map(module_index.__getitem__, order)),
+    )
 
 
 def _module_ranges(

@@ -32,8 +32,11 @@ class KernelSymbolizer:
     """Names kernel addresses; memoizes per looked-up address (bounded by ``max_results``)."""
 
     def __init__(
-        self, kallsyms_path: str, notes_path: str, max_results: int, cache: KallsymsCache | None = None
+        self, kallsyms_path: str, notes_path: str, max_results: int, cache: KallsymsCache | None = None,
+        loaded: KernelSymbolizer | None = None,
     ) -> None:
+        """``loaded``: another instance whose kernel symbols (once loaded) this one shares rather
+        than loading them again; its memo is not shared."""
         self._kallsyms_path = kallsyms_path
         self._cache = cache
         self.load_s = 0.0
@@ -47,6 +50,9 @@ class KernelSymbolizer:
         self.failure: Cause | None = None
         self.hits = 0
         self.misses = 0
+        if loaded is not None and loaded._loaded:
+            self._table, self._loaded, self._build_id = loaded._table, True, loaded._build_id
+            self.failure, self.load_s = loaded.failure, loaded.load_s
 
     def symbolize(self, addrs: Sequence[int]) -> list[Symbolized]:
         table = self._load()

@@ -12,17 +12,23 @@ they are kept only as unnamed boundaries (an address in them stays ``[kernel] 0x
 than borrowing the name of the module function before it); names for them come only from a
 fresh parse. A table read by an unprivileged reader (every address
 0) is never stored. The file is validated (sizes, CRC32, indexes) before a table is built.
+A table read from the cache is views of the file mapped read-only (``diskcache.map_record``):
+only the pages lookups touch are resident, not the whole table (~5 MB on a distribution kernel).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from array import array
 
-from symbolizer.diskcache import CacheDir, CacheMiss, decode_record, encode_record
+from symbolizer.diskcache import CacheDir, CacheMiss, encode_record, int_column, map_record
 from symbolizer.kallsyms import KallsymsTable, load_kallsyms
 from symbolizer.kallsyms_parse import KallsymsColumns
+
+try:  # CPython's own SHA-256: hashlib would load OpenSSL's libcrypto (~3.5 MB resident) for one digest
+    from _sha256 import sha256
+except ImportError:  # an interpreter built without it
+    from hashlib import sha256
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ def cache_key(kallsyms_path: str, proc_root: str) -> tuple[bytes, set[str]] | No
     if not boot_id or not boot_id.strip():
         return None
     modules = _read_small(f"{proc_root}/modules") or b""
-    digest = hashlib.sha256()
+    digest = sha256()
     digest.update(kallsyms_path.encode("utf-8", "surrogateescape") + b"\0" + boot_id.strip() + b"\0")
     names = set()
     for line in modules.splitlines():
@@ -71,14 +77,6 @@ def encode_table(table: KallsymsTable) -> list[bytes | memoryview]:
     ]
 
 
-def _array(typecode: str, raw: memoryview) -> array[int]:
-    out = array(typecode)
-    if len(raw) % out.itemsize:
-        raise CacheMiss("corrupt", f"{typecode} array of {len(raw)} bytes")
-    out.frombytes(raw)
-    return out
-
-
 def decode_table(sections: list[memoryview]) -> KallsymsTable:
     """The table in a record's sections; ``CacheMiss("corrupt")`` unless every size agrees.
 
@@ -87,19 +85,19 @@ def decode_table(sections: list[memoryview]) -> KallsymsTable:
     already ruled out accidental damage."""
     if len(sections) != 8:
         raise CacheMiss("corrupt", "wrong section count")
-    addrs = _array("Q", sections[0])
-    offsets = _array("Q", sections[3])
-    module_index = _array("I", sections[4])
-    names = bytes(sections[2])
+    addrs = int_column(sections[0])
+    offsets = int_column(sections[3])
+    module_index = int_column(sections[4], "I")
+    names = sections[2]
     module_names = bytes(sections[5]).decode("utf-8", "replace").split("\0")
-    starts, ends = _array("Q", sections[6]), _array("Q", sections[7])
+    starts, ends = int_column(sections[6]), int_column(sections[7])
     count = len(addrs)
     if len(sections[1]) != count or len(offsets) != count + 1 or len(module_index) != count:
         raise CacheMiss("corrupt", "column lengths differ")
     if offsets[0] != 0 or offsets[-1] != len(names) or len(starts) != len(module_names) or len(ends) != len(starts):
         raise CacheMiss("corrupt", "names or module ranges do not fit")
     columns = KallsymsColumns(
-        addrs, bytes(sections[1]), names, offsets, module_index, module_names, list(starts), list(ends)
+        addrs, sections[1], names, offsets, module_index, module_names, list(starts), list(ends)
     )
     return KallsymsTable(columns)
 
@@ -119,8 +117,7 @@ class KallsymsCache:
             return load_kallsyms(self._kallsyms_path)
         key, modules = keyed
         try:
-            data = self._cache.read(FILE_NAME, MAX_FILE_SIZE)
-            table = decode_table(decode_record(data, KIND_KALLSYMS, key))
+            table = decode_table(map_record(self._cache, FILE_NAME, MAX_FILE_SIZE, KIND_KALLSYMS, key))
         except CacheMiss as miss:
             self._cache.count(f"kallsyms_{miss.reason}")
             if miss.reason != "absent":

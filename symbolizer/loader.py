@@ -6,7 +6,8 @@ that process's root (-1: the host's). Out: a ``LoadedTable`` - the ``SymbolTable
 every file with the same build-id (else the same file identity), and whether it is new here.
 
 Order: the in-memory LRU; then, for a binary with a build-id, the disk cache
-(``symbolizer.table_cache``, when configured); then a build. A binary without .symtab
+(``symbolizer.table_cache``, when configured; its tables are mapped files); then a build,
+written to the disk cache and mapped back from it. A binary without .symtab
 (stripped: only .dynsym, or nothing) is completed from its separate debug file when
 ``symbolizer.debuginfo`` finds one, else, for a Go binary, named from its .gopclntab; a debug
 file that turns out unreadable while its table is built is counted and the binary's own
@@ -62,8 +63,7 @@ class TableLoader:
         table = self._from_disk(fd, info, path, root_fd)
         if table is None:
             table, complete = self.build(fd, info, path, root_fd)
-            if self.disk is not None:
-                self.disk.write(info.build_id, table, complete)
+            table = self._stored(info.build_id, table, complete)
         self.tables.put(key, table)
         return LoadedTable(table, True)
 
@@ -79,8 +79,14 @@ class TableLoader:
         if debug is None:
             return cached.table
         table, complete = self._merge(fd, info, debug)
-        self.disk.write(info.build_id, table, complete)
-        return table
+        return self._stored(info.build_id, table, complete)
+
+    def _stored(self, build_id: bytes, table: SymbolTable, complete: bool) -> SymbolTable:
+        """``table`` written to the disk cache; the copy mapped from there when that worked (its
+        columns then live in the page cache, not the heap), else ``table`` itself."""
+        if self.disk is None:
+            return table
+        return self.disk.write(build_id, table, complete) or table
 
     def build(self, fd: int, info: ElfInfo, path: str, root_fd: int = -1) -> tuple[SymbolTable, bool]:
         """Parse the binary's tables, merged with its debug file's .symtab when it has none

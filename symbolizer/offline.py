@@ -13,12 +13,11 @@ import os
 from symbolizer.debuginfo import DebugLocator
 from symbolizer.debuginfod import Debuginfod
 from symbolizer.diskcache import CacheDir
-from symbolizer.dwarf import DwarfIndex
 from symbolizer.elf import read_elf_info
 from symbolizer.errors import SymbolizerError
 from symbolizer.files import open_regular
 from symbolizer.loader import TableLoader
-from symbolizer.source import NamedFrame, SourceLines, StoredSource, name_source_frames, open_dwarf
+from symbolizer.source import DwarfHandle, NamedFrame, SourceLines, StoredSource, name_source_frames, open_dwarf
 from symbolizer.source_cache import SourceDiskCache
 
 MAX_FILE_SIZE = 4 << 30
@@ -50,7 +49,7 @@ class FileSymbolizer:
             cached = self._disk.read(info.build_id) if self._disk is not None else StoredSource()
             dup = os.dup(fd)
 
-            def opener() -> DwarfIndex | None:
+            def opener() -> DwarfHandle | None:
                 try:
                     return open_dwarf(dup, info, os.path.abspath(path), -1, locator)
                 except SymbolizerError:

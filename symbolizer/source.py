@@ -13,6 +13,8 @@ and new ones without walking any DIE walked before.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +22,9 @@ from typing import NamedTuple
 
 from symbolizer.debuginfo import DebugLocator
 from symbolizer.demangle import demangle
+from symbolizer.diskcache import CacheDir
 from symbolizer.dwarf import DwarfIndex, SourceFrame, StoredCu
+from symbolizer.dwarf_plain import plain_dwarf
 from symbolizer.elf import ElfInfo, read_range
 from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.libdw import DwarfFile, load_libdw
@@ -91,18 +95,59 @@ def check_dwarf_sections(fd: int, info: ElfInfo) -> None:
         raise SymbolizerError(Cause.TOO_LARGE, f"{total} bytes of DWARF")
 
 
-def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLocator | None) -> DwarfIndex | None:
+class DwarfHandle:
+    """One file's DWARF through libdw, which can be released and opened again: it keeps a
+    duplicate fd of the file (its process may be gone by then).
+
+    libdw keeps the file mapped and, for compressed sections, decompressed copies on the heap
+    (~10 MB for libc's debug file, growing as line tables are read), so the symbolizer releases
+    every handle at the end of an interval. Opening again costs a few ms for uncompressed DWARF
+    (the symbolizer keeps an uncompressed copy of compressed DWARF: ``symbolizer.dwarf_plain``),
+    ~45 ms for libc's compressed debug file (zlib) without one."""
+
+    def __init__(self, lib: ctypes.CDLL, fd: int, index: DwarfIndex) -> None:
+        self._lib = lib
+        self._index: DwarfIndex | None = index
+        try:
+            self._fd = os.dup(fd)
+        except OSError:  # out of fds: usable until released, then no more
+            self._fd = -1
+
+    def index(self) -> DwarfIndex | None:
+        """The open index, opening the file again if it was released; None if that fails."""
+        if self._index is None and self._fd >= 0:
+            try:
+                self._index = DwarfIndex(DwarfFile(self._lib, self._fd))
+            except ValueError:
+                return None
+        return self._index
+
+    def release(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def close(self) -> None:
+        self.release()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLocator | None, *,
+               plain: CacheDir | None = None) -> DwarfHandle | None:
     """DWARF of the binary itself, else of its separate debug file; None when neither has any.
-    Raises ``SymbolizerError`` when the DWARF sections fail ``check_dwarf_sections``."""
+    Raises ``SymbolizerError`` when the DWARF sections fail ``check_dwarf_sections``.
+    ``plain``: where compressed DWARF is kept decompressed (``symbolizer.dwarf_plain``), for
+    libdw to map rather than decompress each time it is opened."""
     lib = load_libdw()
     if lib is None or info.file_size > MAX_DWARF_FILE_SIZE:
         return None
     if info.dwarf_sections:
         check_dwarf_sections(fd, info)
-        try:
-            return DwarfIndex(DwarfFile(lib, fd))
-        except ValueError:
-            pass
+        handle = _handle(lib, fd, info, plain)
+        if handle is not None:
+            return handle
     if locator is None:
         return None
     debug = locator.find(fd, info, path, root_fd)
@@ -112,11 +157,27 @@ def open_dwarf(fd: int, info: ElfInfo, path: str, root_fd: int, locator: DebugLo
         if not debug.info.dwarf_sections:
             return None
         check_dwarf_sections(debug.fd, debug.info)
-        return DwarfIndex(DwarfFile(lib, debug.fd))  # libdw maps the file: the fd may close
-    except ValueError:
-        return None
+        return _handle(lib, debug.fd, debug.info, plain)
     finally:
         debug.close()
+
+
+def _handle(lib: ctypes.CDLL, fd: int, info: ElfInfo, plain: CacheDir | None) -> DwarfHandle | None:
+    """A handle on the DWARF of ``fd`` (through its uncompressed copy when there is one), or
+    None when libdw finds none. The handle keeps its own fd."""
+    copy = plain_dwarf(fd, info, plain) if plain is not None else None
+    try:
+        for candidate in (copy, fd):
+            if candidate is None:
+                continue
+            try:
+                return DwarfHandle(lib, candidate, DwarfIndex(DwarfFile(lib, candidate)))
+            except ValueError:
+                continue
+        return None
+    finally:
+        if copy is not None:
+            os.close(copy)
 
 
 @dataclass(slots=True)
@@ -129,13 +190,15 @@ class StoredSource:
 
 class SourceLines:
     """Answers for one build-id: from the disk cache first, else from DWARF opened on demand
-    (its index restored from the disk cache, so no DIE is walked twice across runs)."""
+    (its index restored from the disk cache, so no DIE is walked twice across runs).
+    ``release`` closes the DWARF until the next address that needs it."""
 
-    def __init__(self, stored: StoredSource, opener: Callable[[], DwarfIndex | None],
+    def __init__(self, stored: StoredSource, opener: Callable[[], DwarfHandle | None],
                  index_reader: Callable[[], list[StoredCu]] | None = None) -> None:
         self.answers = stored.answers
         self._index_reader = index_reader
-        self._opener: Callable[[], DwarfIndex | None] | None = opener
+        self._opener: Callable[[], DwarfHandle | None] | None = opener
+        self._handle: DwarfHandle | None = None
         self._index: DwarfIndex | None = None
         self.new: dict[int, Frames] = {}
 
@@ -150,11 +213,16 @@ class SourceLines:
         return StoredSource(self.answers, cus), dirty
 
     def _open(self) -> DwarfIndex | None:
+        if self._index is not None:
+            return self._index
         if self._opener is not None:
-            self._index = self._opener()
+            self._handle = self._opener()
             self._opener = None
-            if self._index is not None and self._index_reader is not None:
-                self._index.restore(self._index_reader())
+        if self._handle is None:
+            return None
+        self._index = self._handle.index()
+        if self._index is not None and self._index_reader is not None:
+            self._index.restore(self._index_reader())
         return self._index
 
     def lookup(self, elf_vaddr: int) -> Frames:
@@ -168,8 +236,14 @@ class SourceLines:
         self.new[elf_vaddr] = frames
         return frames
 
+    def release(self) -> None:
+        """Close the DWARF (write ``stored()`` first: the index built since is dropped with it)."""
+        if self._handle is not None:
+            self._handle.release()
+        self._index = None
+
     def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
+        if self._handle is not None:
+            self._handle.close()
+        self._index = None
         self._opener = None

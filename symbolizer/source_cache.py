@@ -11,6 +11,7 @@ type-checked before use: nothing is built from unchecked bytes.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from symbolizer.diskcache import CacheDir, CacheMiss, decode_record, encode_record
@@ -102,7 +103,7 @@ def _answers(rows: Any) -> dict[int, Frames]:
         for f in row[1]:
             _check(isinstance(f, list) and len(f) == 4 and isinstance(f[0], str) and isinstance(f[1], str)
                    and isinstance(f[2], int) and isinstance(f[3], int), "bad frame")
-            frames.append(SourceFrame(f[0], f[1], f[2], f[3]))
+            frames.append(SourceFrame(sys.intern(f[0]), sys.intern(f[1]), f[2], f[3]))  # one copy per name
         out[row[0]] = tuple(frames)
     return out
 

@@ -3,13 +3,15 @@ stays under its size bound, evicting the least recently used files."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
+from array import array
 from pathlib import Path
 
 import pytest
 
-from symbolizer.diskcache import TEMP_PREFIX, CacheDir, CacheMiss, decode_record, encode_record
+from symbolizer.diskcache import TEMP_PREFIX, CacheDir, CacheMiss, decode_record, encode_record, int_column, map_record
 
 KEY = b"k" * 32
 SECTIONS = [b"alpha", b"", bytes(range(256)) * 3, b"z" * 13]
@@ -117,3 +119,57 @@ def test_unwritable_directory_is_counted_not_raised(tmp_path: Path) -> None:
     cache = CacheDir(str(tmp_path / "file" / "sub"), 100)  # a regular file where a dir should be
     assert not cache.write("x", b"data")
     assert cache.counters == {"write_errors": 1}
+
+
+def test_mapped_record_round_trips_as_views_of_the_file(tmp_path: Path) -> None:
+    # GIVEN a record written to a cache directory
+    cache = CacheDir(str(tmp_path), 1 << 20)
+    assert cache.write("entry", encode_record(7, KEY, SECTIONS))
+    # WHEN it is mapped back THEN its sections are the same bytes, read through a file mapping
+    sections = map_record(cache, "entry", 1 << 20, 7, KEY)
+    assert [bytes(s) for s in sections] == SECTIONS
+    assert all(isinstance(s.obj, mmap.mmap) for s in sections)
+    # AND a 64-bit column of it reads as integers; a section of another size is refused
+    assert list(int_column(memoryview(array("Q", [3, 1 << 63]).tobytes()))) == [3, 1 << 63]
+    with pytest.raises(CacheMiss):
+        int_column(sections[0])
+
+
+@pytest.mark.parametrize("content", [b"", b"not a record", "truncated"])
+def test_mapping_a_damaged_or_empty_file_is_a_miss(tmp_path: Path, content: bytes | str) -> None:
+    cache = CacheDir(str(tmp_path), 1 << 20)
+    data = encode_record(7, KEY, SECTIONS)[:-3] if content == "truncated" else content
+    (tmp_path / "entry").write_bytes(data if isinstance(data, bytes) else data.encode())
+    with pytest.raises(CacheMiss) as miss:
+        map_record(cache, "entry", 1 << 20, 7, KEY)
+    assert miss.value.reason == "corrupt"
+    with pytest.raises(CacheMiss) as absent:
+        map_record(cache, "missing", 1 << 20, 7, KEY)
+    assert absent.value.reason == "absent"
+
+
+def resident_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, current = 0, ""
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            current = fields[5] if len(fields) > 5 else ""
+        elif fields[:1] == ["Rss:"] and current == str(path):
+            total += int(fields[1])
+    return total
+
+
+def test_pages_of_mapped_files_are_released_after_the_check_and_on_request(tmp_path: Path) -> None:
+    # GIVEN a 4 MiB record mapped back (its CRC32 check read every page)
+    cache = CacheDir(str(tmp_path), 1 << 30)
+    assert cache.write("entry", encode_record(7, KEY, [os.urandom(4 << 20)]))
+    (section,) = map_record(cache, "entry", 1 << 30, 7, KEY)
+    # THEN none of its pages is resident in this process any more
+    assert resident_kb(tmp_path / "entry") == 0
+    # WHEN lookups touch pages all over it THEN those are resident, until release_pages
+    assert sum(section[at] for at in range(0, len(section), 1 << 16)) >= 0
+    assert resident_kb(tmp_path / "entry") > 0
+    cache.release_pages()
+    assert resident_kb(tmp_path / "entry") == 0
+    assert len(bytes(section)) == 4 << 20  # still readable: the page cache maps them back

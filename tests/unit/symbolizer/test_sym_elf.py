@@ -188,3 +188,23 @@ def test_build_id_note_big_endian_and_truncated() -> None:
     assert parse_build_id(notes, little_endian=False) == build_id
     assert parse_build_id(notes[:-3], little_endian=False) == b""
     assert parse_build_id(b"\xff" * 7, little_endian=True) == b""
+
+
+def test_extended_header_numbering_is_followed(binaries: Binaries, tmp_path: Path) -> None:
+    # GIVEN the fixture rewritten as a file with more than 0xff00 sections / 0xffff program
+    # headers says it: e_shnum 0 and e_phnum 0xffff, the real counts in section 0's sh_size and
+    # sh_info (readelf reads such a file the same way as the original)
+    data = bytearray(binaries.pie.read_bytes())
+    phnum, shnum = struct.unpack_from("<HxxH", data, 0x38)
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    struct.pack_into("<H", data, 0x38, 0xFFFF)
+    struct.pack_into("<H", data, 0x3C, 0)
+    struct.pack_into("<Q", data, shoff + 0x20, shnum)  # section 0's sh_size
+    struct.pack_into("<I", data, shoff + 0x2C, phnum)  # section 0's sh_info
+    extended = tmp_path / "extended"
+    extended.write_bytes(bytes(data))
+    assert readelf_loads(extended) == readelf_loads(binaries.pie)
+    # THEN its headers read as the original's
+    original, rewritten = info_of(binaries.pie), info_of(extended)
+    assert (rewritten.loads, rewritten.symbol_sources, rewritten.build_id, rewritten.dwarf_sections) == (
+        original.loads, original.symbol_sources, original.build_id, original.dwarf_sections)

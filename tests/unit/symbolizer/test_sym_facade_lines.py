@@ -8,14 +8,18 @@ written to the cache directory at the end of the interval.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from sym_build import Binaries
 from sym_helpers import nm_address, read_maps, running
 from test_sym_symbolizer import NOWHERE, OWN_FUNCTIONS, user_stack
 
 from symbolizer import Symbolizer
+from symbolizer.libdw import DwarfFile
 
 
 def _addr2line(path: Path, elf_vaddrs: list[int]) -> list[tuple[str, int]]:
@@ -43,3 +47,42 @@ def test_frames_carry_addr2lines_file_and_line_and_are_cached(binaries: Binaries
     assert [(s.frames[0].file, s.frames[0].line) for s in result] == expected
     assert all(s.frames[0].file.endswith(".c") and s.frames[0].line > 0 for s in result)
     assert symbolizer.stats.disk_cache.get("dwarf_writes", 0) >= 1
+
+
+def record_dwarf_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the files libdw is handed from now on, in order."""
+    opened: list[str] = []
+    real_begin = DwarfFile.__init__
+
+    def recording_begin(self: DwarfFile, lib: ctypes.CDLL, fd: int) -> None:
+        opened.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_begin(self, lib, fd)
+
+    monkeypatch.setattr(DwarfFile, "__init__", recording_begin)
+    return opened
+
+
+def test_dwarf_is_closed_between_intervals_and_opened_again_after_the_process_exits(
+    binaries: Binaries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the fixture's first frame symbolized (DWARF opened), then an interval ended
+    opened = record_dwarf_opens(monkeypatch)
+    symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
+    with running(binaries.pie) as child:
+        maps = read_maps(child.pid)
+        symbolizer.pin_process(child.pid, maps)
+        stack = user_stack(child.printed, OWN_FUNCTIONS)
+        first = symbolizer.symbolize_user(child.pid, maps, stack[:1])
+        bias = child.printed["hf_work"] - nm_address(binaries.pie, "hf_work")
+    assert len(opened) == 1
+    symbolizer.forget_unused()
+    # WHEN, the process gone, the same address and then new ones are symbolized
+    again = symbolizer.symbolize_user(child.pid, maps, stack[:1])
+    assert len(opened) == 1  # a known address needs no DWARF
+    rest = symbolizer.symbolize_user(child.pid, maps, stack)
+    # THEN the DWARF was opened once more (through the fd kept for it), and every frame carries
+    # addr2line's file and line
+    assert len(opened) == 2
+    elf_vaddrs = [addr - bias - (1 if index else 0) for index, addr in enumerate(stack)]
+    assert [(s.frames[0].file, s.frames[0].line) for s in first + rest[1:]] == _addr2line(binaries.pie, elf_vaddrs)
+    assert again[0].frames == first[0].frames

@@ -96,6 +96,20 @@ def test_symbolize_kernel_applies_return_address_rule_and_modules(canned: Path) 
     assert [s.module.path if s.module else "" for s in result] == ["[kernel.kallsyms]"] * 2 + ["[hfmod]"]
 
 
+def test_a_replacement_symbolizer_takes_over_the_kernel_symbols(canned: Path) -> None:
+    # GIVEN a Symbolizer that named a kernel stack, then kallsyms gone
+    first = Symbolizer(kallsyms_path=str(canned), kernel_notes_path="/nonexistent")
+    stack = [0xFFFFFFFF81002000, 0xFFFFFFFFC0A00105]
+    names = [s.frames[0].function for s in first.symbolize_kernel(stack)]
+    canned.unlink()
+    # WHEN a new Symbolizer replaces it (the resource governor shedding caches)
+    second = Symbolizer(kallsyms_path=str(canned), kernel_notes_path="/nonexistent", kernel_from=first)
+    # THEN it names the stack from the symbols already loaded, without reading kallsyms again
+    assert [s.frames[0].function for s in second.symbolize_kernel(stack)] == names == ["hf_kernel_beta",
+                                                                                        "hf_mod_work"]
+    assert second.stats.binaries_failed == {} and second.stats.cache_misses == 2  # its own memo starts empty
+
+
 def test_unnamed_kernel_address(canned: Path) -> None:
     symbolizer = Symbolizer(kallsyms_path=str(canned), kernel_notes_path="/nonexistent")
     (result,) = symbolizer.symbolize_kernel([0xFFFFFFFF81003010])

@@ -3,6 +3,7 @@ keyed by boot id and /proc/modules, in a fake /proc (boot_id, modules) and a can
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 import time
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from symbolizer import Symbolizer
-from symbolizer.kernel_cache import FILE_NAME
+from symbolizer.diskcache import CacheDir
+from symbolizer.kallsyms import load_kallsyms
+from symbolizer.kernel_cache import FILE_NAME, KallsymsCache
 
 # Core sorted, one loaded module (in /proc/modules below), one BPF program (not a module).
 KALLSYMS = """\
@@ -192,3 +195,29 @@ def test_real_kallsyms_from_the_cache_matches_a_fresh_parse_and_is_fast(tmp_path
     assert cached.stats.disk_cache == {"kallsyms_hits": 1}
     assert kernel_names(cached, probes) == expected
     assert elapsed < 0.1, f"{elapsed * 1e3:.1f} ms"
+
+
+@pytest.mark.root
+def test_real_kallsyms_from_the_cache_is_a_mapping_naming_every_text_symbol_alike(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("kallsyms shows zero addresses to unprivileged readers")
+    # GIVEN the real kallsyms parsed (a first run) and read back from the cache (a second run)
+    fresh = load_kallsyms("/proc/kallsyms")
+    Symbolizer(cache_dir=str(tmp_path)).symbolize_kernel([0])
+    cached = KallsymsCache(CacheDir(str(tmp_path / "kernel"), 1 << 30), "/proc/kallsyms", "/proc").load()
+    # THEN the second table's columns are views of the mapped cache file, not heap copies
+    columns = cached.columns
+    for column in (columns.addrs, columns.is_text, columns.names, columns.name_offsets, columns.module_index):
+        assert isinstance(column, memoryview) and isinstance(column.obj, mmap.mmap)
+    # AND every core-kernel text symbol kallsyms lists (its first byte and the one before the
+    # next symbol) is named the same way as by the fresh parse
+    starts = []
+    with open("/proc/kallsyms") as stream:
+        for line in stream:
+            fields = line.split()
+            if len(fields) == 3 and fields[1] in "tT":
+                starts.append(int(fields[0], 16))
+    assert len(starts) > 10000
+    for addr in starts:
+        assert cached.lookup(addr) == fresh.lookup(addr), hex(addr)
+        assert cached.lookup(addr + 1) == fresh.lookup(addr + 1), hex(addr)

@@ -5,13 +5,15 @@ Expected names come from readelf on the compiled fixtures and from the programs 
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
+from array import array
 from pathlib import Path
 
 import pytest
 from sym_build import Binaries, DebugVariants
-from sym_helpers import read_maps, readelf_build_id, readelf_functions, running
+from sym_helpers import read_maps, readelf_build_id, readelf_functions, run, running
 
 from symbolizer import Symbolizer, loader, table_cache
 from symbolizer.debuginfo import DebugLocator
@@ -19,6 +21,7 @@ from symbolizer.diskcache import CacheDir, encode_record
 from symbolizer.elf import read_elf_info
 from symbolizer.errors import Cause, SymbolizerError
 from symbolizer.loader import TableLoader
+from symbolizer.symtab import SymbolTable
 from symbolizer.table_cache import KIND_SYMTAB, TABLE_VERSION, SymtabDiskCache
 
 NOWHERE = "/nonexistent-kallsyms"
@@ -64,7 +67,7 @@ def test_a_cached_table_answers_like_the_parsed_one_without_parsing(
     # THEN it came from the disk, and every function readelf lists answers as before
     assert second.fresh and second_loader.disk is not None
     assert second_loader.disk.cache.counters == {"symtab_hits": 1}
-    assert second.table.columns() == first.columns()
+    assert columns_of(second.table) == columns_of(first)
     for function in readelf_functions(binary):
         assert second.table.lookup(function.value) == first.lookup(function.value)
 
@@ -75,21 +78,29 @@ def test_binary_without_build_id_is_not_cached_on_disk(tmp_path: Path, binaries:
 
 
 def damage_file(path: Path, how: str) -> None:
+    """Replace ``path`` with a damaged copy (a new file, as every writer replaces cache files:
+    tables map theirs, so one rewritten in place would change under them)."""
     data = path.read_bytes()
     if how == "truncate":
-        path.write_bytes(data[: len(data) - 9])
+        data = data[: len(data) - 9]
     elif how == "flip":
-        path.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+        data = data[:100] + bytes([data[100] ^ 1]) + data[101:]
     elif how == "empty":
-        path.write_bytes(b"")
+        data = b""
     else:
-        path.write_bytes(b"\0" * len(data))
+        data = b"\0" * len(data)
+    path.with_suffix(".damaged").write_bytes(data)
+    path.with_suffix(".damaged").replace(path)
+
+
+def columns_of(table: SymbolTable) -> list[bytes]:
+    return [bytes(column) for column in table.columns()]
 
 
 @pytest.mark.parametrize("how", ["truncate", "flip", "empty", "zeros"])
 def test_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path, binaries: Binaries, how: str) -> None:
     # GIVEN a cache file of the program, then damaged
-    good = load_table(make_loader(tmp_path), binaries.pie).table
+    good = columns_of(load_table(make_loader(tmp_path), binaries.pie).table)
     path = cache_file(tmp_path, binaries.pie)
     written = path.read_bytes()
     damage_file(path, how)
@@ -98,18 +109,24 @@ def test_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path, binaries: B
     table = load_table(tables, binaries.pie).table
     # THEN the damage was noticed, the table parsed again (same answers) and the file rewritten
     assert tables.disk is not None and tables.disk.cache.counters == {"symtab_corrupt": 1, "symtab_writes": 1}
-    assert table.columns() == good.columns()
+    assert columns_of(table) == good
     assert path.read_bytes() == written
+
+
+def offsets(*values: int) -> bytes:
+    return array("Q", values).tobytes()
 
 
 @pytest.mark.parametrize(
     "sections",
     [
-        [b"\1", b"\0" * 16, b"\0" * 8, b"\0" * 16, b"a\0"],  # arrays of different lengths
-        [b"\1", b"\0" * 8, b"\0" * 8, (5).to_bytes(8, "little"), b"ab\0"],  # a name offset past the blob
-        [b"\1", b"\0" * 8, b"\0" * 8, b"\0" * 8, b"abc"],  # names not NUL-terminated
-        [b"\1", b"\0" * 7, b"\0" * 8, b"\0" * 8, b"a\0"],  # an array of 7 bytes
-        [b"\1\1", b"\0" * 8, b"\0" * 8, b"\0" * 8, b"a\0"],  # a flag of 2 bytes
+        [b"\1", b"\0" * 16, b"\0" * 8, offsets(0, 1), b"a"],  # arrays of different lengths
+        [b"\1", b"\0" * 8, b"\0" * 8, offsets(0, 5), b"ab"],  # the last name offset past the blob
+        [b"\1", b"\0" * 8, b"\0" * 8, offsets(0, 2), b"abc"],  # names past the last offset
+        [b"\1", b"\0" * 8, b"\0" * 8, offsets(1, 2), b"ab"],  # the first name offset not 0
+        [b"\1", b"\0" * 8, b"\0" * 8, offsets(0), b""],  # as many offsets as symbols
+        [b"\1", b"\0" * 7, b"\0" * 8, offsets(0, 1), b"a"],  # an array of 7 bytes
+        [b"\1\1", b"\0" * 8, b"\0" * 8, offsets(0, 1), b"a"],  # a flag of 2 bytes
         [b"\1", b"\0" * 8],  # sections missing
     ],
 )
@@ -241,3 +258,50 @@ def test_loader_still_raises_for_the_binarys_own_faults(tmp_path: Path, binaries
     finally:
         os.close(fd)
     assert err.value.cause is Cause.BAD_ELF
+
+
+REAL_BINARIES = [Path("/lib/x86_64-linux-gnu/libc.so.6"), Path("/usr/lib/x86_64-linux-gnu/libstdc++.so.6"),
+                 Path("/usr/bin/python3.11")]
+
+
+@pytest.mark.parametrize("binary", REAL_BINARIES, ids=lambda p: p.name)
+def test_a_mapped_table_answers_like_the_built_one_on_real_binaries(tmp_path: Path, binary: Path) -> None:
+    # GIVEN a distribution binary's table as built in memory, and as the loader keeps it after
+    # writing it to the disk cache
+    fd = os.open(binary, os.O_RDONLY)
+    try:
+        info = read_elf_info(fd)
+        built, _ = make_loader(tmp_path).build(fd, info, str(binary))
+        kept = make_loader(tmp_path).load(fd, info, str(binary)).table
+    finally:
+        os.close(fd)
+    # THEN the kept one is views of the mapped cache file, not a copy on the heap
+    assert all(isinstance(column, memoryview) and isinstance(column.obj, mmap.mmap) for column in kept.columns())
+    # AND it answers every lookup as the built one: each function readelf lists, at its first
+    # and last byte, one past its end and one before its start
+    functions = readelf_functions(binary, dynamic=True) + readelf_functions(binary)
+    assert len(functions) > 1000
+    probes = sorted({a for f in functions for a in (f.value, f.value + max(f.size, 1) - 1, f.value + f.size,
+                                                     f.value - 1)})
+    for probe in probes:
+        assert kept.lookup(probe) == built.lookup(probe), hex(probe)
+        assert kept.lookup_start(probe) == built.lookup_start(probe), hex(probe)
+        assert kept.nearest(probe) == built.nearest(probe), hex(probe)
+    assert columns_of(kept) == columns_of(built)
+
+
+def test_names_of_data_symbols_are_not_kept(binaries: Binaries) -> None:
+    # GIVEN the fixture program, whose symbol table also names objects and sections (readelf)
+    objects = [line.split()[7] for line in run("readelf", "-W", "--syms", binaries.pie).splitlines()
+               if len(line.split()) >= 8 and line.split()[3] == "OBJECT"]
+    assert objects
+    fd = os.open(binaries.pie, os.O_RDONLY)
+    try:
+        table = make_loader(Path("/nonexistent-cache")).build(fd, read_elf_info(fd), str(binaries.pie))[0]
+    finally:
+        os.close(fd)
+    # THEN the table's names are its functions' names back to back, nothing else
+    names = bytes(table.columns()[3])
+    functions = {f.name for f in readelf_functions(binaries.pie)}
+    assert len(names) == sum(len(name.encode()) for name in functions)
+    assert all(name.encode() not in names for name in objects if name not in functions and len(name) > 6)

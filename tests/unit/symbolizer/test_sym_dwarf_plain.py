@@ -1,0 +1,93 @@
+"""symbolizer.dwarf_plain: compressed DWARF is kept decompressed in the cache directory, and
+answers from the copy are addr2line's on the compressed original.
+
+GIVEN the fixture program with its DWARF compressed (objcopy --compress-debug-sections=zlib,
+as distributions ship debug files), WHEN it is symbolized with a cache directory, THEN libdw
+opens the uncompressed copy, and each frame's file and line are what addr2line reads from the
+compressed file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from sym_build import Binaries
+from sym_helpers import nm_address, read_maps, readelf_build_id, running
+from test_sym_facade_lines import _addr2line, record_dwarf_opens
+from test_sym_symbolizer import NOWHERE, OWN_FUNCTIONS, user_stack
+
+from symbolizer import Symbolizer
+from symbolizer.diskcache import CacheDir
+from symbolizer.dwarf_plain import SUFFIX, plain_dwarf
+from symbolizer.elf import read_elf_info
+
+
+@pytest.fixture
+def compressed(binaries: Binaries, tmp_path: Path) -> Path:
+    path = tmp_path / "compressed"
+    subprocess.run(["objcopy", "--compress-debug-sections=zlib", str(binaries.pie), str(path)], check=True)
+    assert "C" in next(line for line in subprocess.run(["readelf", "-SW", str(path)], capture_output=True,
+                                                        text=True, check=True).stdout.splitlines()
+                       if ".debug_info" in line).split(".debug_info", 1)[1]
+    return path
+
+
+def test_frames_come_from_the_uncompressed_copy_with_addr2lines_lines(
+    compressed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = record_dwarf_opens(monkeypatch)
+    cache = tmp_path / "cache"
+    symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(cache))
+    with running(compressed) as child:
+        maps = read_maps(child.pid)
+        symbolizer.pin_process(child.pid, maps)
+        stack = user_stack(child.printed, OWN_FUNCTIONS)
+        result = symbolizer.symbolize_user(child.pid, maps, stack)
+        bias = child.printed["hf_work"] - nm_address(compressed, "hf_work")
+    # THEN libdw read the copy, kept under the binary's build-id
+    copy = cache / "dwarf" / f"{readelf_build_id(compressed).hex()}{SUFFIX}"
+    assert opened == [str(copy)]
+    # AND the frames carry what addr2line reads from the compressed binary
+    elf_vaddrs = [addr - bias - (1 if index else 0) for index, addr in enumerate(stack)]
+    assert [(s.frames[0].file, s.frames[0].line) for s in result] == _addr2line(compressed, elf_vaddrs)
+    assert all(s.frames[0].line > 0 for s in result)
+    # AND readelf sees in the copy every DWARF section of the original
+    assert debug_sections(compressed) and debug_sections(copy) == debug_sections(compressed)
+
+
+def debug_sections(path: Path) -> list[str]:
+    listing = subprocess.run(["readelf", "-SW", str(path)], capture_output=True, text=True, check=True).stdout
+    return sorted(word for line in listing.splitlines() for word in line.split() if word.startswith(".debug_"))
+
+
+def test_a_damaged_copy_is_made_again_and_an_uncompressed_binary_needs_none(
+    compressed: Path, binaries: Binaries, tmp_path: Path
+) -> None:
+    cache = CacheDir(str(tmp_path / "cache"), 1 << 30)
+    fd = os.open(compressed, os.O_RDONLY)
+    try:
+        info = read_elf_info(fd)
+        first = plain_dwarf(fd, info, cache)
+        assert first is not None
+        os.close(first)
+        copy = tmp_path / "cache" / f"{info.build_id.hex()}{SUFFIX}"
+        good = copy.read_bytes()
+        # WHEN the copy is replaced by a truncated one THEN it is made again, the same
+        truncated = tmp_path / "truncated"
+        truncated.write_bytes(good[: len(good) // 2])
+        truncated.replace(copy)
+        again = plain_dwarf(fd, info, cache)
+        assert again is not None
+        os.close(again)
+        assert copy.read_bytes() == good
+        assert cache.counters == {"plain_writes": 2}
+    finally:
+        os.close(fd)
+    # AND a binary whose DWARF is not compressed gets no copy
+    fd = os.open(binaries.pie, os.O_RDONLY)
+    try:
+        assert plain_dwarf(fd, read_elf_info(fd), cache) is None
+    finally:
+        os.close(fd)
