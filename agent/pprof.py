@@ -244,15 +244,17 @@ class _Encoder:
     def encoded_functions(self) -> Iterable[bytes]:
         strings, varints = self.strings, _VARINTS
         index = strings.setdefault
-        for (name, system_name, filename), function_field in self.functions.items():
-            body = [function_field]
+        for (name, system_name, filename), id_field in self.functions.items():
+            data = id_field
             if name:
-                body += (_V2, _varint(index(name, len(strings))))
+                i = index(name, len(strings))
+                data += _V2 + (varints[i] if i < _SMALL else _encode_varint(i))
             if system_name:
-                body += (_V3, _varint(index(system_name, len(strings))))
+                i = index(system_name, len(strings))
+                data += _V3 + (varints[i] if i < _SMALL else _encode_varint(i))
             if filename:
-                body += (_V4, _varint(index(filename, len(strings))))
-            data = b"".join(body)
+                i = index(filename, len(strings))
+                data += _V4 + (varints[i] if i < _SMALL else _encode_varint(i))
             yield _PROFILE_FUNCTION + varints[len(data)] + data  # < 50 bytes
 
     def encoded_strings(self) -> list[bytes]:
