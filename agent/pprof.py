@@ -9,25 +9,65 @@ deduplicated and every id is its table index + 1 (string_table[0] is "").
 Location addresses are the runtime addresses as sampled (``Symbolized.addr``); any return-address
 adjustment happened before symbolization.
 
-The protobuf is written by hand: filling the message classes from Python took calls per
-location, line and sample and one per frame of every stack, most of an interval's build. Here a
-sample's packed location ids are one C-level join of bytes looked up by ``id(Symbolized)``; each
-location, function and string is encoded once per profile from parts cached across profiles
-(what a location needs of its ``Symbolized``: address and line fields, function keys, mapping
-flags; the symbolizer hands out the same objects interval after interval and to every target
-sharing a library or the kernel), and the Profile is the concatenation. Fields go out in
-field-number order and zero scalars are left out, as protobuf's serializer does: the bytes equal
-what the message classes make of the same tables (tests/pprof_reference.py; a unit test holds
-the builder to that).
+The protobuf is written by hand (``agent.pprof_wire``): filling the message classes from Python
+took calls per location, line and sample and one per frame of every stack, most of an
+interval's build. What a location needs of its ``Symbolized`` (address and line fields, mapping
+flags, its location, module and functions as small interned ints) is cached across builds, as
+the symbolizer hands out the same objects interval after interval and to every target sharing a
+library or the kernel. A build then works in columns: one list per table field, made and joined
+by C-level passes (``map``, ``zip``, ``dict.fromkeys`` for first-use order) instead of Python
+statements per row; a sample's packed location ids are one join of bytes looked up by
+``id(Symbolized)``. Fields go out in field-number order and zero scalars are left out, as
+protobuf's serializer does: the bytes equal what the message classes make of the same tables
+(tests/pprof_reference.py; a unit test holds the builder to that).
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable
-from typing import Any
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, count, islice, repeat
+from operator import add, attrgetter, itemgetter
+from typing import Any, cast
 
 from agent.model import FrameKind, Module, Profile, ProfileSample, Symbolized
+from agent.pprof_wire import (
+    LOCATION_LINE,
+    PROFILE_COMMENT,
+    PROFILE_DEFAULT_TYPE,
+    PROFILE_DURATION,
+    PROFILE_FUNCTION,
+    PROFILE_LOCATION,
+    PROFILE_MAPPING,
+    PROFILE_PERIOD,
+    PROFILE_PERIOD_TYPE,
+    PROFILE_SAMPLE,
+    PROFILE_SAMPLE_TYPE,
+    PROFILE_STRING,
+    PROFILE_TIME,
+    SAMPLE_LABEL,
+    SAMPLE_LOCATIONS,
+    SAMPLE_VALUES,
+    SMALL,
+    V1,
+    V2,
+    V3,
+    V4,
+    V5,
+    V6,
+    V7,
+    V8,
+    V9,
+    V10,
+    VARINTS,
+    delimited,
+    encode_varint,
+    scalars,
+    sizes,
+    varint,
+    varints_from_one,
+)
 from agent.proto import profile as pb
 
 __all__ = ["KERNEL_MODULE", "build_pprof", "build_pprof_raw", "gzip_pprof", "parse_pprof"]
@@ -55,242 +95,252 @@ def parse_pprof(data: bytes) -> Any:
     return pb.Profile.FromString(data)
 
 
-_U64 = (1 << 64) - 1
-_SMALL = 4096  # varints of 0 .. _SMALL - 1 come from a table, inline in the hot loops (a call costs ~10x)
-
-
-def _encode_varint(n: int) -> bytes:
-    n &= _U64  # a negative int64 is its 64-bit two's complement: ten bytes
-    out = bytearray()
-    while n > 127:
-        out.append(n & 127 | 128)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_VARINTS = [_encode_varint(i) for i in range(_SMALL)]
-
-
-def _varint(n: int) -> bytes:
-    """Base-128 varint of ``n``."""
-    return _VARINTS[n] if 0 <= n < _SMALL else _encode_varint(n)
-
-
-def _delimited(tag: bytes, body: bytes) -> bytes:
-    return tag + _varint(len(body)) + body
-
-
-def _scalars(fields: Iterable[tuple[bytes, int]]) -> bytes:
-    """Varint fields (tag, value) in order; zeros left out, as proto3 does."""
-    return b"".join(tag + _varint(value) for tag, value in fields if value)
-
-
-# Tags: field number << 3 | wire type (0 varint, 2 length-delimited).
-_PROFILE_SAMPLE_TYPE, _PROFILE_SAMPLE, _PROFILE_MAPPING = b"\x0a", b"\x12", b"\x1a"
-_PROFILE_LOCATION, _PROFILE_FUNCTION, _PROFILE_STRING = b"\x22", b"\x2a", b"\x32"
-_PROFILE_TIME, _PROFILE_DURATION, _PROFILE_PERIOD_TYPE = b"\x48", b"\x50", b"\x5a"
-_PROFILE_PERIOD, _PROFILE_COMMENT, _PROFILE_DEFAULT_TYPE = b"\x60", b"\x6a", b"\x70"
-_SAMPLE_LOCATIONS, _SAMPLE_VALUES, _SAMPLE_LABEL = b"\x0a", b"\x12", b"\x1a"
-_LOCATION_LINE = b"\x22"
-_V1, _V2, _V3, _V4, _V5 = b"\x08", b"\x10", b"\x18", b"\x20", b"\x28"  # varint fields 1..10 of any message
-_V6, _V7, _V8, _V9, _V10 = b"\x30", b"\x38", b"\x40", b"\x48", b"\x50"
-
-# Mapping flags a location sets (bits), in Mapping's field order from has_functions (7).
+# Mapping flags a location sets (bits), in Mapping's field order from has_functions (7), and
+# the Mapping fields of each combination.
 _HAS_FUNCTIONS, _HAS_FILENAMES, _HAS_LINE_NUMBERS, _HAS_INLINE_FRAMES = 1, 2, 4, 8
+_FLAG_FIELDS = [b"".join(tag + b"\x01" for bit, tag in zip((1, 2, 4, 8), (V7, V8, V9, V10), strict=True) if bits & bit)
+                for bits in range(16)]
 
 _FunctionKey = tuple[str, str, str]  # name, system_name, filename
-# What a location's bytes need of its Symbolized in any profile: the object itself (so its id()
-# is never another object's while cached), its mapping's module, the address field, per frame
-# the function and the Line fields after function_id, and the mapping flags it sets.
-_SymbolParts = tuple[Symbolized, Module | None, bytes, tuple[tuple[_FunctionKey, bytes], ...], int]
-
-# Kept across builds, since the symbolizer hands out the same Symbolized objects interval after
-# interval (and to every target that shares a library or the kernel): symbols' parts by
-# id(Symbolized) and strings' string_table fields. Pure caches, each emptied when full: ~450
-# bytes a symbol, so at most ~15 MB; 50 busy targets have ~10 000 locations an interval.
-_PARTS: dict[int, _SymbolParts] = {}
-_STRING_FIELDS: dict[str, bytes] = {}
-_CACHE_MAX = 1 << 15
+# A symbol's parts: the object itself (held, so no other object has its id() while cached), its
+# location's and module's keys (module 0: no mapping), the mapping flags it sets, its Location's
+# address field, and per line its function's key and the Line's fields after function_id.
+_Parts = tuple[Symbolized, int, int, int, bytes, tuple[tuple[int, bytes], ...]]
+_LOCATION_KEY, _MODULE_KEY, _FLAGS, _ADDRESS, _LINES = (itemgetter(i) for i in range(1, 6))
+_FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
+_STACK = attrgetter("stack")
 
 
-def _parts(sym: Symbolized) -> _SymbolParts:
-    module = sym.module
-    if module is None and sym.kind is FrameKind.KERNEL:
-        module = KERNEL_MODULE
-    frames = sym.frames
-    flags = _HAS_FUNCTIONS if sym.named or (module is not None and module.has_functions) else 0
-    lines = []
-    for f in frames:
-        lines.append(((f.function, f.system_name, f.file), _V2 + _varint(f.line) if f.line else b""))
-        flags |= (_HAS_FILENAMES if f.file else 0) | (_HAS_LINE_NUMBERS if f.line else 0)
-    if len(frames) > 1:
-        flags |= _HAS_INLINE_FRAMES
-    parts = (sym, module, _V3 + _varint(sym.addr) if sym.addr else b"", tuple(lines), flags)
-    if len(_PARTS) >= _CACHE_MAX:
-        _PARTS.clear()
-    _PARTS[id(sym)] = parts
-    return parts
+class _SymbolCache:
+    """What builds need of each Symbolized, kept across builds: parts by id(Symbolized);
+    locations (module and address, or address and frames without a module), modules and
+    functions interned to small ints, so a build dedups on ints; strings' string_table fields.
+    Emptied before a build when over ``max_symbols`` symbols or strings: ~650 bytes a symbol
+    with its function and name."""
+
+    def __init__(self, max_symbols: int) -> None:
+        self.max_symbols = max_symbols
+        self._reset()
+
+    def _reset(self) -> None:
+        self.parts: dict[int, _Parts] = {}
+        self.location_keys: dict[tuple[object, ...], int] = {}
+        self.module_keys: dict[Module, int] = {}
+        # By key from 1 (0 is "no mapping"): what a Mapping needs of the module, path, build id
+        # and its fields 2-4 (the range and file offset).
+        self.modules: list[tuple[str, str, bytes]] = [("", "", b"")]
+        self.function_keys: dict[_FunctionKey, int] = {}
+        self.functions: list[_FunctionKey] = [("", "", "")]  # by key from 1
+        self.string_fields: dict[str, bytes] = {}
+
+    def clear_if_full(self) -> None:
+        if len(self.parts) > self.max_symbols or len(self.string_fields) > self.max_symbols:
+            self._reset()
+
+    def parts_of(self, ids: list[int], samples: Sequence[ProfileSample]) -> list[_Parts]:
+        """The parts of the symbols with these ids, in order (``samples`` hold the symbols). An id
+        found is its symbol's: the cache holds each object it has seen, so no other has its id."""
+        parts = list(map(self.parts.get, ids))
+        if None in parts:
+            frames = list(chain.from_iterable(map(_STACK, samples)))
+            symbols = dict(zip(map(id, frames), frames, strict=True))
+            parts = [p or self._add(symbols[i]) for p, i in zip(parts, ids, strict=True)]
+        return cast(list[_Parts], parts)  # no None in it
+
+    def _add(self, sym: Symbolized) -> _Parts:
+        module = sym.module
+        if module is None and sym.kind is FrameKind.KERNEL:
+            module = KERNEL_MODULE
+        if module is not None:
+            module_key = self.module_keys.get(module)
+            if module_key is None:
+                module_key = self.module_keys[module] = len(self.modules)
+                self.modules.append((module.path, module.build_id.hex(), scalars(
+                    ((V2, module.start), (V3, module.end), (V4, module.file_offset)))))
+            location: tuple[object, ...] = (module_key, sym.addr)
+        else:  # no mapping: the address alone is ambiguous across processes, the frames are not
+            module_key = 0
+            location = (0, sym.addr, sym.frames)
+        flags = _HAS_FUNCTIONS if sym.named or (module is not None and module.has_functions) else 0
+        lines = []
+        for f in sym.frames:
+            key = (f.function, f.system_name, f.file)
+            function_key = self.function_keys.get(key)
+            if function_key is None:
+                function_key = self.function_keys[key] = len(self.functions)
+                self.functions.append(key)
+            lines.append((function_key, V2 + varint(f.line) if f.line else b""))
+            flags |= (_HAS_FILENAMES if f.file else 0) | (_HAS_LINE_NUMBERS if f.line else 0)
+        if len(sym.frames) > 1:
+            flags |= _HAS_INLINE_FRAMES
+        parts = self.parts[id(sym)] = (sym, self.location_keys.setdefault(location, len(self.location_keys) + 1),
+                                       module_key, flags, V3 + varint(sym.addr) if sym.addr else b"", tuple(lines))
+        return parts
+
+    def string_field(self, value: str) -> bytes:
+        data = value.encode()
+        field = self.string_fields[value] = PROFILE_STRING + varint(len(data)) + data
+        return field
 
 
-def _string_field(value: str) -> bytes:
-    data = value.encode()
-    field = _PROFILE_STRING + _varint(len(data)) + data
-    if len(_STRING_FIELDS) >= _CACHE_MAX:
-        _STRING_FIELDS.clear()
-    _STRING_FIELDS[value] = field
-    return field
+_CACHE = _SymbolCache(max_symbols=1 << 15)  # ~20 MB at most; the benchmark's 50 targets: 7 747 symbols, 5 MB
+_LOCK = threading.Lock()  # a build reads interned keys that emptying the cache would renumber
 
 
 class _Encoder:
-    """The deduplicating tables of one pprof under construction, kept as encoded bytes; every
-    id is its table index + 1, string_table[0] is ""."""
+    """One pprof's tables as columns of encoded fields; every id is its table index + 1 in order
+    of first use, string_table[0] is ""."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: _SymbolCache) -> None:
+        self.cache = cache
         self.strings: dict[str, int] = {"": 0}
-        self.functions: dict[_FunctionKey, bytes] = {}  # -> field 1 (id) of its Function and Line
-        self.mappings: list[Module] = []
-        self.mapping_by_module: dict[Module, int] = {}
-        self.mapping_by_obj: dict[int, int] = {}  # id(Module) -> mapping id; objects outlive the build
-        self.mapping_fields = [b""]  # by mapping id: a Location's mapping_id field (none for 0)
-        self.mapping_flags = [0]  # by mapping id
-        self.locations: list[bytes] = []  # encoded Location fields of the Profile
-        self.location_by_key: dict[tuple[object, ...], bytes] = {}
-        self.location_by_obj: dict[int, bytes] = {}  # id(Symbolized) -> varint of its location id
+        self.locations: list[_Parts] = []  # by location id - 1: the first symbol at each location
+        self.location_ids: list[bytes] = []  # varints, by location id - 1
+        self.location_of: dict[int, bytes] = {}  # id(Symbolized) -> varint of its location id
+        self.location_mapping_fields: list[bytes] = []  # a Location's mapping_id field, by location id - 1
+        self.function_order: list[int] = []  # function keys, by function id - 1
+        self.function_id_fields: list[bytes] = []  # a Function's id field (a Line's function_id), by id - 1
 
     def string(self, value: str) -> int:
         return self.strings.setdefault(value, len(self.strings))
 
-    def mapping(self, module: Module) -> int:
-        mapping_id = self.mapping_by_module.get(module)
-        if mapping_id is None:
-            self.mappings.append(module)
-            mapping_id = self.mapping_by_module[module] = len(self.mappings)
-            self.mapping_fields.append(_V2 + _varint(mapping_id))
-            self.mapping_flags.append(0)
-        self.mapping_by_obj[id(module)] = mapping_id
-        return mapping_id
+    def number_locations(self, samples: Sequence[ProfileSample]) -> None:
+        """Locations in order of first use (samples in order, each stack leaf first)."""
+        symbols = list(dict.fromkeys(map(id, chain.from_iterable(map(_STACK, samples)))))  # ids, first use order
+        parts = self.cache.parts_of(symbols, samples)
+        keys = list(map(_LOCATION_KEY, parts))
+        order = dict.fromkeys(keys)
+        self.location_ids = varints_from_one(len(order))
+        if len(order) == len(parts):  # no two symbols at one location: the usual case
+            self.locations = parts
+            self.location_of = dict(zip(symbols, self.location_ids, strict=True))
+        else:
+            first = dict(zip(keys[::-1], parts[::-1], strict=True))  # reversed, so the first symbol's parts win
+            self.locations = list(map(first.__getitem__, order))
+            id_of = dict(zip(order, self.location_ids, strict=True))
+            self.location_of = dict(zip(symbols, map(id_of.__getitem__, keys), strict=True))
 
-    def add_locations(self, stack: tuple[Symbolized, ...]) -> None:
-        """Give every location of ``stack`` not seen yet in this profile its id and encoding.
-        The hot loop of a build: once per location, so varints come from the table inline."""
-        known, by_key, functions, locations = self.location_by_obj, self.location_by_key, self.functions, self.locations
-        mapping_by_obj, mapping_flags, varints = self.mapping_by_obj, self.mapping_flags, _VARINTS
-        for sym in stack:
-            if id(sym) in known:
-                continue
-            parts = _PARTS.get(id(sym))
-            if parts is None or parts[0] is not sym:
-                parts = _parts(sym)
-            _, module, address, lines, flags = parts
-            if module is not None:
-                mapping_id = mapping_by_obj.get(id(module)) or self.mapping(module)
-                key: tuple[object, ...] = (mapping_id, sym.addr)
-            else:  # no mapping: the address alone is ambiguous across processes, the frames are not
-                mapping_id = 0
-                key = (0, sym.addr, sym.frames)
-            location_id = by_key.get(key)
-            if location_id is None:
-                n = len(locations) + 1
-                location_id = by_key[key] = varints[n] if n < _SMALL else _encode_varint(n)
-                body = [_V1, location_id, self.mapping_fields[mapping_id], address]
-                for function_key, tail in lines:
-                    function_field = functions.get(function_key)  # Line.function_id, tag included
-                    if function_field is None:
-                        n = len(functions) + 1
-                        function_field = functions[function_key] = _V1 + (varints[n] if n < _SMALL else
-                                                                           _encode_varint(n))
-                    body += (_LOCATION_LINE, varints[len(function_field) + len(tail)], function_field, tail)
-                data = b"".join(body)
-                n = len(data)
-                locations.append(_PROFILE_LOCATION + (varints[n] if n < _SMALL else _encode_varint(n)) + data)
-                mapping_flags[mapping_id] |= flags
-            known[id(sym)] = location_id
-
-    def add_samples(self, samples: Iterable[ProfileSample], period_ns: int, out: list[bytes]) -> None:
-        """Append each sample's Sample field to ``out`` (in pieces; joined with the rest at the end)."""
-        join, varints, location_of = b"".join, _VARINTS, self.location_by_obj.__getitem__
+    def sample_fields(self, samples: Iterable[ProfileSample], period_ns: int, out: list[bytes]) -> None:
+        """Append each sample's Sample field to ``out``, in pieces (joined with the rest at the end)."""
+        join, varints, location_of = b"".join, VARINTS, self.location_of.__getitem__
         tails: dict[tuple[object, ...], bytes] = {}  # (count, labels, num_labels) -> a Sample's fields 2 and 3
         for sample in samples:
-            stack = sample.stack
-            try:
-                packed = join(map(location_of, map(id, stack)))  # packed location ids: no Python per frame
-            except KeyError:  # a location first seen in this sample
-                self.add_locations(stack)
-                packed = join(map(location_of, map(id, stack)))
+            packed = join(map(location_of, map(id, sample.stack)))  # packed location ids: no Python per frame
             tail_key = (sample.count, sample.labels, sample.num_labels)
             tail = tails.get(tail_key)
             if tail is None:
-                tail = tails[tail_key] = self.encoded_sample_tail(sample.count * period_ns, sample)
+                tail = tails[tail_key] = self._sample_tail(sample.count * period_ns, sample)
             n = len(packed)
             if n:
-                packed_size = varints[n] if n < _SMALL else _encode_varint(n)
+                packed_size = varints[n] if n < SMALL else encode_varint(n)
                 n += 1 + len(packed_size) + len(tail)
-                out += (_PROFILE_SAMPLE, varints[n] if n < _SMALL else _encode_varint(n), _SAMPLE_LOCATIONS,
-                        packed_size, packed, tail)
+                out += (PROFILE_SAMPLE, varints[n] if n < SMALL else encode_varint(n), SAMPLE_LOCATIONS, packed_size,
+                        packed, tail)
             else:
-                out.append(_delimited(_PROFILE_SAMPLE, tail))
+                out.append(delimited(PROFILE_SAMPLE, tail))
 
-    def encoded_mappings(self) -> Iterable[bytes]:
-        string = self.string
-        for mapping_id, module in enumerate(self.mappings, start=1):
-            flags = self.mapping_flags[mapping_id]
-            yield _delimited(_PROFILE_MAPPING, _scalars((
-                (_V1, mapping_id), (_V2, module.start), (_V3, module.end), (_V4, module.file_offset),
-                (_V5, string(module.path)), (_V6, string(module.build_id.hex())), (_V7, flags & _HAS_FUNCTIONS),
-                (_V8, flags & _HAS_FILENAMES and 1), (_V9, flags & _HAS_LINE_NUMBERS and 1),
-                (_V10, flags & _HAS_INLINE_FRAMES and 1))))
-
-    def encoded_functions(self) -> Iterable[bytes]:
-        strings, varints = self.strings, _VARINTS
-        index = strings.setdefault
-        for (name, system_name, filename), id_field in self.functions.items():
-            data = id_field
-            if name:
-                i = index(name, len(strings))
-                data += _V2 + (varints[i] if i < _SMALL else _encode_varint(i))
-            if system_name:
-                i = index(system_name, len(strings))
-                data += _V3 + (varints[i] if i < _SMALL else _encode_varint(i))
-            if filename:
-                i = index(filename, len(strings))
-                data += _V4 + (varints[i] if i < _SMALL else _encode_varint(i))
-            yield _PROFILE_FUNCTION + varints[len(data)] + data  # < 50 bytes
-
-    def encoded_strings(self) -> list[bytes]:
-        known = _STRING_FIELDS.get
-        return [known(value) or _string_field(value) for value in self.strings]  # dicts keep the index order
-
-    def encoded_sample_tail(self, cpu_ns: int, sample: ProfileSample) -> bytes:
+    def _sample_tail(self, cpu_ns: int, sample: ProfileSample) -> bytes:
         """A Sample's values [count, cpu_ns] and labels (its fields after the location ids)."""
         string = self.string
-        out = [_delimited(_SAMPLE_VALUES, _varint(sample.count) + _varint(cpu_ns))]
-        out.extend(_delimited(_SAMPLE_LABEL, _scalars(((_V1, string(k)), (_V2, string(v))))) for k, v in sample.labels)
-        out.extend(_delimited(_SAMPLE_LABEL, _scalars(((_V1, string(k)), (_V3, v)))) for k, v in sample.num_labels)
+        out = [delimited(SAMPLE_VALUES, varint(sample.count) + varint(cpu_ns))]
+        out.extend(delimited(SAMPLE_LABEL, scalars(((V1, string(k)), (V2, string(v))))) for k, v in sample.labels)
+        out.extend(delimited(SAMPLE_LABEL, scalars(((V1, string(k)), (V3, v)))) for k, v in sample.num_labels)
         return b"".join(out)
+
+    def mapping_fields(self) -> list[bytes]:
+        """Mappings in order of first use, flagged by what their locations have."""
+        module_keys = list(map(_MODULE_KEY, self.locations))
+        order = dict.fromkeys(module_keys)
+        order.pop(0, None)
+        field_of = dict(zip(order, map(V2.__add__, varints_from_one(len(order))), strict=True))
+        field_of[0] = b""
+        self.location_mapping_fields = list(map(field_of.__getitem__, module_keys))
+        flags = dict.fromkeys(order, 0)
+        for module_key, bits in set(zip(module_keys, map(_FLAGS, self.locations), strict=True)):  # few distinct pairs
+            if module_key:
+                flags[module_key] |= bits
+        string, out = self.string, []
+        for mapping_id, (module_key, bits) in enumerate(flags.items(), start=1):
+            path, build_id, range_fields = self.cache.modules[module_key]
+            body = V1 + varint(mapping_id) + range_fields + scalars(((V5, string(path)), (V6, string(build_id))))
+            out.append(delimited(PROFILE_MAPPING, body + _FLAG_FIELDS[bits]))
+        return out
+
+    def location_fields(self) -> list[bytes]:
+        """Each location's Location (after ``mapping_fields``); numbers the functions in order of first use."""
+        lines_of = list(map(_LINES, self.locations))
+        lines = list(chain.from_iterable(lines_of))
+        function_keys, tails = list(map(_FIRST, lines)), list(map(_SECOND, lines))
+        self.function_order = list(dict.fromkeys(function_keys))
+        self.function_id_fields = list(map(V1.__add__, varints_from_one(len(self.function_order))))
+        id_field_of = dict(zip(self.function_order, self.function_id_fields, strict=True))
+        line_ids = list(map(id_field_of.__getitem__, function_keys))
+        line_sizes = map(VARINTS.__getitem__, map(add, map(len, line_ids), map(len, tails)))  # < 24 bytes
+        line_fields = list(map(b"".join, zip(repeat(LOCATION_LINE), line_sizes, line_ids, tails)))
+        if len(line_fields) != len(lines_of):  # inlined frames: join each location's lines
+            rest = iter(line_fields)
+            line_fields = [b"".join(islice(rest, len(group))) for group in lines_of]
+        bodies = list(map(b"".join, zip(repeat(V1), self.location_ids, self.location_mapping_fields,
+                                        map(_ADDRESS, self.locations), line_fields)))
+        return list(map(b"".join, zip(repeat(PROFILE_LOCATION), sizes(bodies), bodies)))
+
+    def function_fields(self) -> list[bytes]:
+        """Each function's Function (after ``location_fields``); its strings join the table in
+        order: name, system name, file."""
+        names = list(map(self.cache.functions.__getitem__, self.function_order))
+        new = dict.fromkeys(chain.from_iterable(names))
+        for known in self.strings:  # the few strings so far
+            new.pop(known, None)
+        self.strings.update(zip(new, count(len(self.strings))))
+        bodies = list(map(b"".join, zip(self.function_id_fields, self._index_fields(V2, map(_FIRST, names)),
+                                        self._index_fields(V3, map(_SECOND, names)),
+                                        self._index_fields(V4, map(_THIRD, names)), strict=True)))
+        return list(map(b"".join, zip(repeat(PROFILE_FUNCTION), sizes(bodies), bodies)))
+
+    def _index_fields(self, tag: bytes, values: Iterable[str]) -> Iterator[bytes]:
+        """``tag`` and each value's string index; nothing for "" (index 0: proto3 leaves zeros out)."""
+        indexes = list(map(self.strings.__getitem__, values))
+        small = len(self.strings) <= SMALL
+        if small and 0 not in indexes:  # names: mostly each its own
+            return map(tag.__add__, map(VARINTS.__getitem__, indexes))
+        distinct = set(indexes)  # system names and files: mostly "" or a few
+        field_of = dict(zip(distinct, map(tag.__add__, map(VARINTS.__getitem__ if small else varint, distinct)),
+                            strict=True))
+        field_of[0] = b""
+        return map(field_of.__getitem__, indexes)
+
+    def string_fields(self) -> list[bytes]:
+        fields = list(map(self.cache.string_fields.get, self.strings))  # dicts keep the index order
+        if None in fields:
+            return [f or self.cache.string_field(s) for f, s in zip(fields, self.strings, strict=True)]
+        return cast(list[bytes], fields)  # no None in it
 
 
 def build_pprof_raw(profile: Profile) -> bytes:
     """The serialized, uncompressed pprof of ``profile`` (what servers' size limits count)."""
-    enc = _Encoder()
-    string = enc.string
-    period_ns = profile.period_ns
-    samples_type = _scalars(((_V1, string("samples")), (_V2, string("count"))))
-    cpu_type = _scalars(((_V1, string("cpu")), (_V2, string("nanoseconds"))))
-    comments = [string(c) for c in _comments(profile)]
+    with _LOCK:
+        _CACHE.clear_if_full()
+        return _encode(profile, _Encoder(_CACHE))
 
-    out = [_delimited(_PROFILE_SAMPLE_TYPE, samples_type), _delimited(_PROFILE_SAMPLE_TYPE, cpu_type)]
-    enc.add_samples(profile.samples, period_ns, out)
-    out.extend(enc.encoded_mappings())
-    out.extend(enc.locations)
-    out.extend(enc.encoded_functions())  # names are strings too: before the string table goes out
-    out.extend(enc.encoded_strings())
-    out.append(_scalars(((_PROFILE_TIME, profile.start_ns), (_PROFILE_DURATION, profile.duration_ns))))
-    out.append(_delimited(_PROFILE_PERIOD_TYPE, cpu_type))
-    out.append(_scalars(((_PROFILE_PERIOD, period_ns),)))
+
+def _encode(profile: Profile, enc: _Encoder) -> bytes:
+    string = enc.string
+    samples_type = scalars(((V1, string("samples")), (V2, string("count"))))
+    cpu_type = scalars(((V1, string("cpu")), (V2, string("nanoseconds"))))
+    comments = [string(c) for c in _comments(profile)]
+    out = [delimited(PROFILE_SAMPLE_TYPE, samples_type), delimited(PROFILE_SAMPLE_TYPE, cpu_type)]
+    enc.number_locations(profile.samples)
+    enc.sample_fields(profile.samples, profile.period_ns, out)  # label strings join the table here,
+    out += enc.mapping_fields()  # then mapping strings,
+    out += enc.location_fields()
+    out += enc.function_fields()  # then function strings
+    out += enc.string_fields()
+    out.append(scalars(((PROFILE_TIME, profile.start_ns), (PROFILE_DURATION, profile.duration_ns))))
+    out.append(delimited(PROFILE_PERIOD_TYPE, cpu_type))
+    out.append(scalars(((PROFILE_PERIOD, profile.period_ns),)))
     if comments:
-        out.append(_delimited(_PROFILE_COMMENT, b"".join(map(_varint, comments))))
-    out.append(_scalars(((_PROFILE_DEFAULT_TYPE, string("cpu")),)))
+        out.append(delimited(PROFILE_COMMENT, b"".join(map(varint, comments))))
+    out.append(scalars(((PROFILE_DEFAULT_TYPE, string("cpu")),)))
     return b"".join(out)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import pprof
+from agent import pprof, pprof_wire
 from agent.model import Frame, FrameKind, Module, Symbolized
 from agent.pprof import build_pprof, build_pprof_raw, parse_pprof
 from agent.proto import profile as pb
@@ -213,26 +213,29 @@ def test_varints_match_protobufs_for_every_width() -> None:
     values = [1, 127, 128, 4095, 4096, 16383, 16384, 2**35, 2**63 - 1, 2**64 - 1]
     for value in values:
         # WHEN written as a Location's address (uint64, field 3) THEN protobuf writes the same bytes
-        assert pprof._V3 + pprof._varint(value) == pb.Location(address=value).SerializeToString()
+        assert pprof_wire.V3 + pprof_wire.varint(value) == pb.Location(address=value).SerializeToString()
     for value in [-1, -128, -(2**63)]:  # int64 Line.line (field 2): two's complement, ten bytes
-        assert pprof._V2 + pprof._varint(value) == pb.Line(line=value).SerializeToString()
+        assert pprof_wire.V2 + pprof_wire.varint(value) == pb.Line(line=value).SerializeToString()
 
 
-def test_a_cached_entry_of_another_object_with_the_same_id_is_not_used() -> None:
-    # GIVEN the parts cache holding, under WORK's id, the parts of a different symbol (as when an
-    # object died and its id went to a new one)
-    pprof._PARTS[id(WORK)] = pprof._parts(sym(APP.start + 0x999, APP, "stale"))
-    profile = make_profile(sample(MEMCPY, WORK, MAIN, count=1))
-    # WHEN built THEN WORK is encoded as itself
-    assert build_pprof_raw(profile) == reference_message(profile).SerializeToString()
+def test_symbols_made_anew_for_every_build_are_encoded_as_themselves() -> None:
+    # GIVEN for each build new Symbolized objects at the same addresses under other names, the
+    # last build's dropped first (CPython gives the ids of freed objects to new ones)
+    for build in range(20):
+        profile = make_profile(*(sample(sym(APP.start + 16 * i, APP, f"f{build}_{i}"), MAIN, count=1)
+                                 for i in range(30)))
+        # WHEN built THEN each symbol is encoded as itself, never as a cached one that had its id
+        assert build_pprof_raw(profile) == reference_message(profile).SerializeToString()
+        del profile
 
 
-def test_full_caches_are_emptied_and_the_output_stays_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN caches that hold 100 entries at most and a profile with 2000 distinct locations
-    monkeypatch.setattr(pprof, "_CACHE_MAX", 100)
-    profile = large_profile(300, 30)
-    # WHEN built twice
-    outputs = [build_pprof_raw(profile) for _ in range(2)]
-    # THEN the caches stayed within their bound, and the bytes are the reference's both times
-    assert len(pprof._PARTS) <= 100 and len(pprof._STRING_FIELDS) <= 100
-    assert outputs == [reference_message(profile).SerializeToString()] * 2
+def test_a_full_cache_is_emptied_before_the_next_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a cache of 100 symbols at most, and two profiles of ~2000 distinct locations each
+    monkeypatch.setattr(pprof, "_CACHE", pprof._SymbolCache(max_symbols=100))
+    first, second = large_profile(300, 30, seed=1), large_profile(300, 30, seed=2)
+    second_symbols = {id(s) for sample in second.samples for s in sample.stack}
+    # WHEN built one after the other, the first twice
+    outputs = [build_pprof_raw(p) for p in (first, first, second)]
+    # THEN the cache holds only what the last build put in, and every output is the reference's
+    assert set(pprof._CACHE.parts) == second_symbols
+    assert outputs == [reference_message(p).SerializeToString() for p in (first, first, second)]
