@@ -12,9 +12,9 @@ adjustment happened before symbolization.
 The protobuf is written by hand (``agent.pprof_wire``): filling the message classes from Python
 took calls per location, line and sample and one per frame of every stack, most of an
 interval's build. What a location needs of its ``Symbolized`` (address and line fields, mapping
-flags, its location, module and functions as small interned ints) is cached across builds, as
-the symbolizer hands out the same objects interval after interval and to every target sharing a
-library or the kernel. A build then works in columns: one list per table field, made and joined
+flags, its location and functions as hashable keys, its module as a small int) is cached across
+builds, as the symbolizer hands out the same objects interval after interval and to every target
+sharing a library or the kernel. A build then works in columns: one list per table field, made and joined
 by C-level passes (``map``, ``zip``, ``dict.fromkeys`` for first-use order) instead of Python
 statements per row; a sample's packed location ids are one join of bytes looked up by
 ``id(Symbolized)``. Fields go out in field-number order and zero scalars are left out, as
@@ -103,20 +103,24 @@ _FLAG_FIELDS = [b"".join(tag + b"\x01" for bit, tag in zip((1, 2, 4, 8), (V7, V8
 
 _FunctionKey = tuple[str, str, str]  # name, system_name, filename
 # A symbol's parts: the object itself (held, so no other object has its id() while cached), its
-# location's and module's keys (module 0: no mapping), the mapping flags it sets, its Location's
-# address field, and per line its function's key and the Line's fields after function_id.
-_Parts = tuple[Symbolized, int, int, int, bytes, tuple[tuple[int, bytes], ...]]
+# location (module key and address; without a module 0, address and frames), its module's key
+# (0: no mapping), the mapping flags it sets, its Location's address field, and per line its
+# function and the Line's fields after function_id.
+_Parts = tuple[Symbolized, tuple[object, ...], int, int, bytes, tuple[tuple[_FunctionKey, bytes], ...]]
 _LOCATION_KEY, _MODULE_KEY, _FLAGS, _ADDRESS, _LINES = (itemgetter(i) for i in range(1, 6))
 _FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 _STACK = attrgetter("stack")
 
 
 class _SymbolCache:
-    """What builds need of each Symbolized, kept across builds: parts by id(Symbolized);
-    locations (module and address, or address and frames without a module), modules and
-    functions interned to small ints, so a build dedups on ints; strings' string_table fields.
-    Emptied before a build when over ``max_symbols`` symbols or strings: ~650 bytes a symbol
-    with its function and name."""
+    """What builds need of each Symbolized, kept across builds: parts by id(Symbolized), modules
+    interned to small ints (hashing a Module runs Python code), strings' string_table fields.
+
+    Bounded: ~500 bytes a symbol with its name, ``max_symbols`` symbols at most. When full it
+    keeps what it has and adds nothing (a miss is encoded all the same), so a host with more
+    symbols an interval still finds many. It is emptied before a build when, over a window of
+    twice its size in lookups made while full, misses outnumbered hits two to one (the symbols
+    in use moved on), or when it holds ``max_symbols`` modules; strings alone when full."""
 
     def __init__(self, max_symbols: int) -> None:
         self.max_symbols = max_symbols
@@ -124,23 +128,29 @@ class _SymbolCache:
 
     def _reset(self) -> None:
         self.parts: dict[int, _Parts] = {}
-        self.location_keys: dict[tuple[object, ...], int] = {}
         self.module_keys: dict[Module, int] = {}
         # By key from 1 (0 is "no mapping"): what a Mapping needs of the module, path, build id
         # and its fields 2-4 (the range and file offset).
         self.modules: list[tuple[str, str, bytes]] = [("", "", b"")]
-        self.function_keys: dict[_FunctionKey, int] = {}
-        self.functions: list[_FunctionKey] = [("", "", "")]  # by key from 1
         self.string_fields: dict[str, bytes] = {}
+        self.hits = self.misses = 0  # lookups made while full, this window
 
-    def clear_if_full(self) -> None:
-        if len(self.parts) > self.max_symbols or len(self.string_fields) > self.max_symbols:
+    def clear_if_stale(self) -> None:
+        stale = False
+        if self.hits + self.misses >= 2 * self.max_symbols:
+            stale, self.hits, self.misses = self.misses > 2 * self.hits, 0, 0
+        if stale or len(self.modules) > self.max_symbols:  # modules: each process's own ranges
             self._reset()
+        elif len(self.string_fields) >= self.max_symbols:  # cheap to make again: refreshed when full
+            self.string_fields.clear()
 
     def parts_of(self, ids: list[int], samples: Sequence[ProfileSample]) -> list[_Parts]:
         """The parts of the symbols with these ids, in order (``samples`` hold the symbols). An id
         found is its symbol's: the cache holds each object it has seen, so no other has its id."""
         parts = list(map(self.parts.get, ids))
+        if len(self.parts) >= self.max_symbols:
+            misses = parts.count(None)
+            self.hits, self.misses = self.hits + len(parts) - misses, self.misses + misses
         if None in parts:
             frames = list(chain.from_iterable(map(_STACK, samples)))
             symbols = dict(zip(map(id, frames), frames, strict=True))
@@ -164,27 +174,25 @@ class _SymbolCache:
         flags = _HAS_FUNCTIONS if sym.named or (module is not None and module.has_functions) else 0
         lines = []
         for f in sym.frames:
-            key = (f.function, f.system_name, f.file)
-            function_key = self.function_keys.get(key)
-            if function_key is None:
-                function_key = self.function_keys[key] = len(self.functions)
-                self.functions.append(key)
-            lines.append((function_key, V2 + varint(f.line) if f.line else b""))
+            lines.append(((f.function, f.system_name, f.file), V2 + varint(f.line) if f.line else b""))
             flags |= (_HAS_FILENAMES if f.file else 0) | (_HAS_LINE_NUMBERS if f.line else 0)
         if len(sym.frames) > 1:
             flags |= _HAS_INLINE_FRAMES
-        parts = self.parts[id(sym)] = (sym, self.location_keys.setdefault(location, len(self.location_keys) + 1),
-                                       module_key, flags, V3 + varint(sym.addr) if sym.addr else b"", tuple(lines))
+        parts = (sym, location, module_key, flags, V3 + varint(sym.addr) if sym.addr else b"", tuple(lines))
+        if len(self.parts) < self.max_symbols:
+            self.parts[id(sym)] = parts
         return parts
 
     def string_field(self, value: str) -> bytes:
         data = value.encode()
-        field = self.string_fields[value] = PROFILE_STRING + varint(len(data)) + data
+        field = PROFILE_STRING + varint(len(data)) + data
+        if len(self.string_fields) < self.max_symbols:
+            self.string_fields[value] = field
         return field
 
 
-_CACHE = _SymbolCache(max_symbols=1 << 15)  # ~20 MB at most; the benchmark's 50 targets: 7 747 symbols, 5 MB
-_LOCK = threading.Lock()  # a build reads interned keys that emptying the cache would renumber
+_CACHE = _SymbolCache(max_symbols=1 << 15)  # ~17 MB at most; the benchmark's 50 targets: 7 747 symbols, 4 MB
+_LOCK = threading.Lock()  # a build reads module keys that emptying the cache would renumber
 
 
 class _Encoder:
@@ -198,7 +206,7 @@ class _Encoder:
         self.location_ids: list[bytes] = []  # varints, by location id - 1
         self.location_of: dict[int, bytes] = {}  # id(Symbolized) -> varint of its location id
         self.location_mapping_fields: list[bytes] = []  # a Location's mapping_id field, by location id - 1
-        self.function_order: list[int] = []  # function keys, by function id - 1
+        self.function_order: list[_FunctionKey] = []  # by function id - 1
         self.function_id_fields: list[bytes] = []  # a Function's id field (a Line's function_id), by id - 1
 
     def string(self, value: str) -> int:
@@ -287,7 +295,7 @@ class _Encoder:
     def function_fields(self) -> list[bytes]:
         """Each function's Function (after ``location_fields``); its strings join the table in
         order: name, system name, file."""
-        names = list(map(self.cache.functions.__getitem__, self.function_order))
+        names = self.function_order
         new = dict.fromkeys(chain.from_iterable(names))
         for known in self.strings:  # the few strings so far
             new.pop(known, None)
@@ -319,7 +327,7 @@ class _Encoder:
 def build_pprof_raw(profile: Profile) -> bytes:
     """The serialized, uncompressed pprof of ``profile`` (what servers' size limits count)."""
     with _LOCK:
-        _CACHE.clear_if_full()
+        _CACHE.clear_if_stale()
         return _encode(profile, _Encoder(_CACHE))
 
 

@@ -229,13 +229,33 @@ def test_symbols_made_anew_for_every_build_are_encoded_as_themselves() -> None:
         del profile
 
 
-def test_a_full_cache_is_emptied_before_the_next_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN a cache of 100 symbols at most, and two profiles of ~2000 distinct locations each
-    monkeypatch.setattr(pprof, "_CACHE", pprof._SymbolCache(max_symbols=100))
-    first, second = large_profile(300, 30, seed=1), large_profile(300, 30, seed=2)
-    second_symbols = {id(s) for sample in second.samples for s in sample.stack}
-    # WHEN built one after the other, the first twice
-    outputs = [build_pprof_raw(p) for p in (first, first, second)]
-    # THEN the cache holds only what the last build put in, and every output is the reference's
-    assert set(pprof._CACHE.parts) == second_symbols
-    assert outputs == [reference_message(p).SerializeToString() for p in (first, first, second)]
+def _symbols(n: int, base: int) -> list[Symbolized]:
+    return [sym(APP.start + base + 16 * i, APP, f"f{base}_{i}") for i in range(n)]
+
+
+def _one_sample_each(symbols: list[Symbolized]):  # type: ignore[no-untyped-def]
+    return make_profile(*(sample(s, count=1) for s in symbols))
+
+
+def test_a_full_cache_keeps_what_still_hits_and_empties_when_the_symbols_moved_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a cache of 100 symbols at most, filled with 90 by a first profile
+    cache = pprof._SymbolCache(max_symbols=100)
+    monkeypatch.setattr(pprof, "_CACHE", cache)
+    first = _symbols(90, 0)
+    built = [_one_sample_each(first)]
+    outputs = [build_pprof_raw(built[0])]
+    # WHEN the same symbols and 20 new ones are built twice (more than fit)
+    grown = _one_sample_each(first + _symbols(20, 0x10000))
+    built += [grown, grown]
+    outputs += [build_pprof_raw(grown) for _ in range(2)]
+    # THEN it is full, and still holds the first 90 (most lookups hit)
+    assert len(cache.parts) == 100 and {id(s) for s in first} <= set(cache.parts)
+    # WHEN 300 other symbols are built twice (every lookup misses)
+    other = _one_sample_each(_symbols(300, 0x20000))
+    built += [other, other]
+    outputs += [build_pprof_raw(other) for _ in range(2)]
+    # THEN it was emptied before the second build and holds only those now
+    assert len(cache.parts) == 100 and set(cache.parts) <= {id(s) for smp in other.samples for s in smp.stack}
+    # AND every build's bytes are the reference's
+    assert outputs == [reference_message(p).SerializeToString() for p in built]
