@@ -94,16 +94,24 @@ class Targeter:
         meta_cache: dict[_ProcessKey, tuple[dict[str, str], str]] = {}
         groups: dict[str, list[ProfileSample]] = {}
         weight: dict[str, dict[_ProcessKey, int]] = {}
+        # A process's samples share its ProcessInfo object: its group is looked up once.
+        by_info: dict[int, tuple[ProcessInfo, list[ProfileSample], dict[_ProcessKey, int], _ProcessKey]] = {}
+        trimmed: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
         for sample in profile.samples:
-            info = sample.process or _unknown_process(sample)
-            pkey = (info.pid, info.incarnation, info.comm, info.exe, info.cgroup, info.container_id)
-            cached = meta_cache.get(pkey)
-            if cached is None:
-                meta = discover(info, profile.host, self.providers)
-                cached = meta_cache[pkey] = (meta, target_key(meta, info))
-            key = cached[1]
-            groups.setdefault(key, []).append(_trim(sample))
-            per = weight.setdefault(key, {})
+            slot = by_info.get(id(sample.process)) if sample.process is not None else None
+            if slot is None:
+                info = sample.process or _unknown_process(sample)
+                pkey = (info.pid, info.incarnation, info.comm, info.exe, info.cgroup, info.container_id)
+                cached = meta_cache.get(pkey)
+                if cached is None:
+                    meta = discover(info, profile.host, self.providers)
+                    cached = meta_cache[pkey] = (meta, target_key(meta, info))
+                key = cached[1]
+                slot = (info, groups.setdefault(key, []), weight.setdefault(key, {}), pkey)
+                if sample.process is not None:  # the slot holds the object, so its id stays its own
+                    by_info[id(info)] = slot
+            _, group, per, pkey = slot
+            group.append(_trim(sample, trimmed))
             per[pkey] = per.get(pkey, 0) + sample.count
         targets = []
         dropped = 0
@@ -148,8 +156,11 @@ class Targeter:
         return tuple(sorted(out.items()))
 
 
-def _trim(sample: ProfileSample) -> ProfileSample:
-    labels = tuple((k, v) for k, v in sample.labels if k in SAMPLE_LABELS)
+def _trim(sample: ProfileSample, memo: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]) -> ProfileSample:
+    """``sample`` with only the ``SAMPLE_LABELS``; ``memo`` keeps what each label tuple trims to."""
+    labels = memo.get(sample.labels)
+    if labels is None:
+        labels = memo[sample.labels] = tuple((k, v) for k, v in sample.labels if k in SAMPLE_LABELS)
     if labels == sample.labels:
         return sample
     return ProfileSample(sample.stack, sample.count, labels, sample.num_labels, sample.process)

@@ -14,7 +14,7 @@ import re
 from importlib import resources
 
 from agent.model import Profile
-from agent.pprof import build_message
+from agent.pprof import build_pprof_raw, parse_pprof
 from agent.view.flame import view_data
 from agent.view.stacks import StackProfile, read_stacks
 
@@ -27,7 +27,7 @@ _JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 def stacks_of(profile: Profile) -> StackProfile:
     """``profile`` as the viewer reads any pprof."""
-    return read_stacks(build_message(profile))
+    return read_stacks(parse_pprof(build_pprof_raw(profile)))
 
 
 def render_html(profile: Profile) -> str:

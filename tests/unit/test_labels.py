@@ -89,6 +89,33 @@ def test_relabel_rules_see_meta_labels_and_can_drop_targets() -> None:
     assert not [k for k in labels if k.startswith("__")]
 
 
+def test_a_targets_labels_come_from_its_busiest_process_summed_over_its_samples() -> None:
+    # GIVEN a container where sh has three samples of 2 (6 in all) and server one of 5
+    sh = proc(10, "/bin/busybox", "/libpod_parent/libpod-" + CID, CID, "sh")
+    server = proc(11, "/opt/server", "/libpod_parent/libpod-" + CID, CID, "server")
+    rule = parse_rule({"source_labels": ["__meta_process_comm"], "target_label": "busiest"}, "r[0]")
+    profile = make_profile(smp(sh, 2), smp(server, 5), smp(sh, 2), smp(sh, 2))
+    # WHEN split with a rule that copies the process's comm into a label
+    (target,) = Targeter(rules=(rule,)).split(profile).targets
+    # THEN the label is sh's, and the target holds all four samples in their order
+    assert dict(target.labels)["busiest"] == "sh"
+    assert [s.count for s in target.profile.samples] == [2, 5, 2, 2]
+
+
+def test_samples_without_process_info_are_targets_by_their_own_labels() -> None:
+    # GIVEN samples built without the collector: pid and exe only in their labels, two of pid 7
+    def bare(pid: int, count: int) -> ProfileSample:
+        return ProfileSample(stack=(FRAME,), count=count, labels=(("comm", "tool"), ("exe", "/usr/bin/tool")),
+                             num_labels=(("pid", pid),))
+    profile = make_profile(bare(7, 1), bare(8, 2), bare(7, 3))
+    # WHEN split
+    by_key = {t.key: t for t in Targeter().split(profile).targets}
+    # THEN one process target per pid, samples trimmed to comm and pid
+    assert {k: [s.count for s in t.profile.samples] for k, t in by_key.items()} == {"process:7": [1, 3],
+                                                                                   "process:8": [2]}
+    assert by_key["process:7"].profile.samples[0].labels == (("comm", "tool"),)
+
+
 @pytest.mark.parametrize(("meta", "expected"), [
     ({"__meta_kubernetes_pod_annotation_pyroscope_io_service_name": "checkout",
       "__meta_kubernetes_namespace": "shop", "__meta_kubernetes_pod_container_name": "api"}, "checkout"),

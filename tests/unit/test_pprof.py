@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import FrameKind, Module, Symbolized
-from agent.pprof import build_pprof, parse_pprof
+from agent import pprof, pprof_wire
+from agent.model import Frame, FrameKind, Module, Symbolized
+from agent.pprof import build_pprof, build_pprof_raw, parse_pprof
+from agent.proto import profile as pb
 from tests.pprof_cli import run_pprof, traces
+from tests.pprof_reference import reference_message
 from tests.profile_factory import APP, KERNEL, LIBC, large_profile, make_profile, sample, sym
 
 MAIN = sym(APP.start + 0x10, APP, "main", file="/src/main.c", line=10)
@@ -167,3 +170,92 @@ def test_twenty_thousand_deep_samples_build_fast_and_pprof_counts_them(tmp_path:
     # AND pprof reads it, its total equal to the sum of the counts put in (-tags: -top takes seconds)
     tags = run_pprof(pprof_tool, "-tags", "-tagshow=pid", "-sample_index=samples", write(tmp_path, data))
     assert tags.startswith(f" pid: Total {sum(s.count for s in profile.samples)}.0\n")
+
+
+# The builder writes protobuf's wire format by hand; tests/pprof_reference.py fills the same tables
+# with protobuf's message classes. Equal bytes mean every field, id and string index agrees.
+
+def edge_profile():  # type: ignore[no-untyped-def]
+    """Frames and values at the encoder's edges: no address, no module, an empty name, a mangled
+    name, a negative line, 64-bit addresses, a sample without frames, a zero count, ids past the
+    one- and two-byte varints (5000 locations)."""
+    high = Module(path="/opt/high.so", build_id=b"\xff" * 20, start=2**64 - 2**20, end=2**64 - 1, file_offset=2**40)
+    odd = [
+        sym(0, APP, "at_zero"),
+        sym(high.start + 8, high, "high", file="/src/h.c", line=-3),
+        Symbolized(APP.start + 0x50, FrameKind.NATIVE, APP, (Frame("", system_name="_Z3fooi"),), False),
+        Symbolized(APP.start + 0x60, FrameKind.NATIVE, APP, (Frame("foo(int)", system_name="_Z3fooi", file="f.cc",
+                                                                     line=2**40),), True),
+        sym(0x2000, None, "jit_x", kind=FrameKind.JIT),
+        SYSCALL,
+    ]
+    many = [sym(LIBC.start + 4 * i, LIBC, f"f{i % 3000}", file=f"/src/{i % 7}.c", line=i) for i in range(5000)]
+    samples = [sample(*odd, count=1), sample(count=2), sample(MAIN, count=0, comm="", pid=-1)]
+    samples += [sample(*many[i:i + 30], MAIN, count=i + 1, pid=i % 3) for i in range(0, 5000, 25)]
+    return make_profile(*samples, frequency_hz=19, counters={"samples_taken": 2**33, "lost": 0})
+
+
+@pytest.mark.parametrize("profile", [two_stack_profile(), edge_profile(), large_profile(2000, 30), make_profile()],
+                         ids=["two_stacks", "edges", "large", "empty"])
+def test_bytes_equal_protobufs_serialization_of_the_same_tables(profile) -> None:  # type: ignore[no-untyped-def]
+    # GIVEN a profile WHEN built twice (the second time from the parts cached by the first)
+    first, second = build_pprof_raw(profile), build_pprof_raw(profile)
+    # THEN both are protobuf's own serialization of the reference message, byte for byte
+    expected = reference_message(profile).SerializeToString()
+    assert first == expected
+    assert second == expected
+    # AND protobuf decodes them to that message
+    assert parse_pprof(first) == reference_message(profile)
+
+
+def test_varints_match_protobufs_for_every_width() -> None:
+    # GIVEN values at each varint width, the table's edge (4096), uint64's top and negative int64s
+    values = [1, 127, 128, 4095, 4096, 16383, 16384, 2**35, 2**63 - 1, 2**64 - 1]
+    for value in values:
+        # WHEN written as a Location's address (uint64, field 3) THEN protobuf writes the same bytes
+        assert pprof_wire.V3 + pprof_wire.varint(value) == pb.Location(address=value).SerializeToString()
+    for value in [-1, -128, -(2**63)]:  # int64 Line.line (field 2): two's complement, ten bytes
+        assert pprof_wire.V2 + pprof_wire.varint(value) == pb.Line(line=value).SerializeToString()
+
+
+def test_symbols_made_anew_for_every_build_are_encoded_as_themselves() -> None:
+    # GIVEN for each build new Symbolized objects at the same addresses under other names, the
+    # last build's dropped first (CPython gives the ids of freed objects to new ones)
+    for build in range(20):
+        profile = make_profile(*(sample(sym(APP.start + 16 * i, APP, f"f{build}_{i}"), MAIN, count=1)
+                                 for i in range(30)))
+        # WHEN built THEN each symbol is encoded as itself, never as a cached one that had its id
+        assert build_pprof_raw(profile) == reference_message(profile).SerializeToString()
+        del profile
+
+
+def _symbols(n: int, base: int) -> list[Symbolized]:
+    return [sym(APP.start + base + 16 * i, APP, f"f{base}_{i}") for i in range(n)]
+
+
+def _one_sample_each(symbols: list[Symbolized]):  # type: ignore[no-untyped-def]
+    return make_profile(*(sample(s, count=1) for s in symbols))
+
+
+def test_a_full_cache_keeps_what_still_hits_and_empties_when_the_symbols_moved_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a cache of 100 symbols at most, filled with 90 by a first profile
+    cache = pprof._SymbolCache(max_symbols=100)
+    monkeypatch.setattr(pprof, "_CACHE", cache)
+    first = _symbols(90, 0)
+    built = [_one_sample_each(first)]
+    outputs = [build_pprof_raw(built[0])]
+    # WHEN the same symbols and 20 new ones are built twice (more than fit)
+    grown = _one_sample_each(first + _symbols(20, 0x10000))
+    built += [grown, grown]
+    outputs += [build_pprof_raw(grown) for _ in range(2)]
+    # THEN it is full, and still holds the first 90 (most lookups hit)
+    assert len(cache.parts) == 100 and {id(s) for s in first} <= set(cache.parts)
+    # WHEN 300 other symbols are built twice (every lookup misses)
+    other = _one_sample_each(_symbols(300, 0x20000))
+    built += [other, other]
+    outputs += [build_pprof_raw(other) for _ in range(2)]
+    # THEN it was emptied before the second build and holds only those now
+    assert len(cache.parts) == 100 and set(cache.parts) <= {id(s) for smp in other.samples for s in smp.stack}
+    # AND every build's bytes are the reference's
+    assert outputs == [reference_message(p).SerializeToString() for p in built]
