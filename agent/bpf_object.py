@@ -16,7 +16,6 @@ not owned by this user, or writable by others, is never loaded.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,11 @@ from pathlib import Path
 from agent import bpf_sys
 from agent.bpf_handover import MAPS, PROGRAMS, LoadedFds, LoadOptions, MapFd, load_in_helper
 from bpf import HEADER_PATH, PROGRAM_PATH
+
+try:  # CPython's own SHA-256: hashlib would load OpenSSL's libcrypto into the daemon for one digest
+    from _sha256 import sha256
+except ImportError:  # an interpreter built without it
+    from hashlib import sha256
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +71,12 @@ class CompiledProgram:
 
 
 def cache_key(options: LoadOptions, *, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys")) -> str:
-    digest = hashlib.sha256(f"hostflame-bpf-{FORMAT}\0".encode())
+    digest = sha256(f"hostflame-bpf-{FORMAT}\0".encode())
     for part in (PROGRAM_PATH.read_bytes(), HEADER_PATH.read_bytes(), " ".join(options.cflags()).encode(),
                  (proc_root / "version").read_bytes(), str(bpf_sys.possible_cpus(sys_root)).encode()):
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
 def cache_file(options: LoadOptions, cache_dir: Path) -> Path:
