@@ -106,7 +106,7 @@ def test_daemon_never_maps_bcc_or_llvm(tmp_path: Path) -> None:
 def test_governor_lowers_the_real_sampling_rate(workload: subprocess.Popen[bytes], tmp_path: Path) -> None:
     # GIVEN a CPU budget nobody can meet, judged every 2 s, and a CPU kept busy
     result = subprocess.run(
-        [str(HOSTFLAME), "run", "--duration", "24", "--interval", "2", "--budget-window", "2",
+        [str(HOSTFLAME), "run", "--duration", "40", "--interval", "2", "--budget-window", "2",
          "--cpu-budget", "0.001", "--export-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
@@ -121,9 +121,13 @@ def test_governor_lowers_the_real_sampling_rate(workload: subprocess.Popen[bytes
     # (with slack): the kernel really samples less, not just the label
     assert max(low) <= 12 * (os.cpu_count() or 1) * 1.5, result.stderr
     assert intervals[0][2] == 99
-    # AND it said so once, and counted the steps
+    # AND it said so once, and counted the steps; caches were shed only at the floor, 11 Hz
+    # (a loaded host stretches the 2 s intervals, so how far it got in 40 s varies)
     assert result.stderr.count("resource governor:") == 1
-    assert re.search(r"governor throttles [34], cache sheds 0", result.stderr)
+    steps = [(int(hz), int(throttles), int(sheds)) for hz, throttles, sheds in
+             re.findall(r"(\d+) Hz, governor throttles (\d+), cache sheds (\d+)", result.stderr)]
+    assert max(t for _, t, _ in steps) in (3, 4), result.stderr
+    assert all(hz == 11 for hz, _, sheds in steps if sheds), result.stderr
 
 
 def load_and_sample(cache_dir: Path, pid: int, seconds: float = 1.0) -> tuple[int, list[DrainedSample]]:
