@@ -196,10 +196,11 @@ class Symbolizer:
         self._memo_size = 0
 
     def close(self) -> None:
-        """Close every pinned fd (at shutdown). Parsed binaries stay; files not yet parsed will
-        be reopened through proc_root if needed, which fails once their process has exited."""
+        """Close every pinned fd and DWARF file (at shutdown, or before a replacement). Parsed
+        symbol tables stay; files not yet parsed will be reopened through proc_root if needed,
+        which fails once their process has exited."""
         self._pins.close()
-        self._flush_sources()
+        self._close_sources()
         if self._fetcher is not None:
             self._fetcher.close()
 
@@ -345,15 +346,18 @@ class Symbolizer:
         reader = (lambda: disk.read_index(info.build_id)) if disk is not None else None
         lines = SourceLines(cached, lambda: dwarf, reader) if cached.answers or dwarf is not None else None
         if len(self._sources) >= self._max_binaries:
-            self._flush_sources()
-            for old in self._sources.values():
-                if old is not None:
-                    old.close()
+            self._close_sources()
             self._sources.clear()
         self._sources[key] = lines
         if lines is not None:
             self._source_build_ids[key] = info.build_id
         return lines
+
+    def _close_sources(self) -> None:
+        self._flush_sources()
+        for lines in self._sources.values():
+            if lines is not None:
+                lines.close()
 
     def _flush_sources(self) -> None:
         """Write the DWARF answers found since the last flush to the disk cache."""

@@ -1,11 +1,12 @@
 """Symbolizer stage: an uncompressed copy of a file's DWARF, kept in the disk cache.
 
 In: an fd of an ELF file whose DWARF sections are compressed (SHF_COMPRESSED, zlib), its
-``ElfInfo``, and a ``CacheDir``. Out: a read-only fd of ``<build-id hex>.plain`` there - an
-ELF file holding those sections decompressed and nothing else (written once per build-id,
-reused while its sections still have the sizes the original's headers promise) - or None:
-no build-id, nothing compressed, another compression (zstd, ``.zdebug_``), or the copy could
-not be written. Sizes were checked by ``symbolizer.source.check_dwarf_sections`` before; the
+``ElfInfo``, and a ``CacheDir``. Out: a read-only fd of ``<build-id hex>.plain`` there (a file
+without a build-id, such as a Go binary, is named by its identity: device, inode, size and
+mtime) - an ELF file holding those sections decompressed and nothing else, written once and
+reused while its sections still have the sizes the original's headers promise - or None:
+nothing compressed, another compression (zstd, ``.zdebug_``), or the copy could not be
+written. Sizes were checked by ``symbolizer.source.check_dwarf_sections`` before; the
 decompressed bytes must match them exactly.
 
 Why: libdw decompresses compressed sections into the heap at every ``dwarf_begin`` (~10 MB
@@ -45,12 +46,12 @@ SUFFIX = ".plain"
 def plain_dwarf(fd: int, info: ElfInfo, cache: CacheDir) -> int | None:
     """An fd of the uncompressed copy of the DWARF in ``fd`` (see the module docstring), or None."""
     sections = info.dwarf_sections
-    if not info.build_id or not any(s.compressed for s in sections) or len(sections) >= MAX_DWARF_SECTIONS:
+    if not any(s.compressed for s in sections) or len(sections) >= MAX_DWARF_SECTIONS:
         return None
     plan = _plan(fd, info)
     if plan is None:
         return None
-    name = info.build_id.hex() + SUFFIX
+    name = (info.build_id.hex() if info.build_id else "file-" + "-".join(f"{n:x}" for n in info.identity)) + SUFFIX
 
     def fill(out: int) -> int:
         try:

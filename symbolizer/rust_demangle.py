@@ -3,25 +3,20 @@
 In: a linker name starting with ``_R``. Out: the path as LLVM's ``rustDemangle`` prints it (the
 short form Rust's own backtraces use: no crate disambiguators, no types on const generics) -
 ``<hfrust::Squares as hfrust::Work>::work``, ``hfrust::generic_sum::<u32>`` - with a ``.suffix``
-(``.llvm.1234``) appended as `` (.suffix)``; or None when the name does not parse.
+(``.llvm.1234``) appended as `` (.suffix)``; or None when the name does not parse. Numbers,
+identifiers and bounds are ``symbolizer.rust_lexer``'s.
 
 Written here rather than loaded from libLLVM (the only shared library with a v0 demangler on a
-stock host): opening libLLVM costs a process ~47 MB of resident memory. Nesting is bounded
-(``MAX_DEPTH``) and so is the output (``MAX_OUTPUT``, back-references can repeat a subtree),
-so a hostile name costs little.
+stock host): opening libLLVM costs a process ~47 MB of resident memory. Nesting and output are
+bounded (back-references can repeat a subtree), so a hostile name costs little.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-MAX_DEPTH = 200  # nested paths, types and consts
-MAX_OUTPUT = 1 << 14  # characters of demangled text
-MAX_NUMBER = (1 << 64) - 1  # numbers wider than LLVM's uint64_t are refused, as it refuses them
-_BASE62 = {c: i for i, c in enumerate("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")}
-_HEX = frozenset("0123456789abcdef")
-_IDENTIFIER_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_PUNYCODE_DIGITS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
+from symbolizer.rust_lexer import Invalid, Lexer
+
 _BASIC_TYPES = {
     "a": "i8", "b": "bool", "c": "char", "d": "f64", "e": "str", "f": "f32", "h": "u8", "i": "isize",
     "j": "usize", "l": "i32", "m": "u32", "n": "i128", "o": "u128", "p": "_", "s": "i16", "t": "u16",
@@ -29,10 +24,6 @@ _BASIC_TYPES = {
 }
 _INTEGER_TYPES = frozenset("ahijlmnostxy")
 _CHAR_ESCAPES = {0x09: "\\t", 0x0D: "\\r", 0x0A: "\\n", 0x5C: "\\\\", 0x22: '"', 0x27: "\\'"}
-
-
-class _Invalid(Exception):
-    """The name is not a well-formed v0 name (or exceeds a bound)."""
 
 
 def demangle_rust_v0(name: str) -> str | None:
@@ -47,130 +38,19 @@ def demangle_rust_v0(name: str) -> str | None:
             parser.printing = False
             parser.path(in_type=False)
         if parser.at != len(body):
-            raise _Invalid("trailing characters")
-    except (_Invalid, RecursionError):
+            raise Invalid("trailing characters")
+    except (Invalid, RecursionError):
         return None
     text = "".join(parser.out)
     return f"{text} (.{suffix})" if dot else text
 
 
-class _Parser:
-    """One pass over a name's body (after ``_R``), appending printed pieces to ``out``."""
+class _Parser(Lexer):
+    """Paths, types and consts of one name's body (after ``_R``), printed as LLVM prints them."""
 
     def __init__(self, text: str) -> None:
-        self.text = text
-        self.at = 0
-        self.out: list[str] = []
-        self.size = 0
-        self.printing = True
-        self.depth = 0
+        super().__init__(text)
         self.bound_lifetimes = 0
-
-    # ----- input -----------------------------------------------------------------------------
-
-    def peek(self) -> str:
-        return self.text[self.at] if self.at < len(self.text) else ""
-
-    def next(self) -> str:
-        if self.at >= len(self.text):
-            raise _Invalid("unexpected end")
-        self.at += 1
-        return self.text[self.at - 1]
-
-    def eat(self, char: str) -> bool:
-        if self.at < len(self.text) and self.text[self.at] == char:
-            self.at += 1
-            return True
-        return False
-
-    def emit(self, piece: str) -> None:
-        if self.printing:
-            self.size += len(piece)
-            if self.size > MAX_OUTPUT:
-                raise _Invalid("output too long")
-            self.out.append(piece)
-
-    def nest(self, parse: Callable[[], object]) -> object:
-        """``parse()`` one level deeper (paths, types and consts nest); what it returned."""
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
-                raise _Invalid("nested too deeply")
-            return parse()
-        finally:
-            self.depth -= 1
-
-    # ----- numbers and identifiers ---------------------------------------------------------------
-
-    def base62(self) -> int:
-        """``{0-9a-zA-Z} "_"``; "_" is 0, "0_" is 1, and so on."""
-        if self.eat("_"):
-            return 0
-        value = 0
-        while (char := self.next()) != "_":
-            if char not in _BASE62:
-                raise _Invalid("bad base-62 digit")
-            value = value * 62 + _BASE62[char]
-        if value >= MAX_NUMBER:
-            raise _Invalid("number too large")
-        return value + 1
-
-    def optional_base62(self, tag: str) -> int:
-        """0 without ``tag``, else the number after it plus one."""
-        return self.base62() + 1 if self.eat(tag) else 0
-
-    def decimal(self) -> int:
-        start = self.at
-        if self.peek() == "0":
-            self.at += 1
-            return 0
-        while self.peek().isdigit() and self.peek().isascii():
-            self.at += 1
-        if self.at == start:
-            raise _Invalid("a number expected")
-        return int(self.text[start : self.at])
-
-    def hex_digits(self) -> str:
-        """``"0_" | <1-9a-f> {<0-9a-f>} "_"``: the digits, without the "_"."""
-        start = self.at
-        if self.eat("0"):
-            if not self.eat("_"):
-                raise _Invalid("a zero with more digits")
-            return "0"
-        while (char := self.next()) != "_":
-            if char not in _HEX:
-                raise _Invalid("bad hex digit")
-        if self.at - 1 == start:
-            raise _Invalid("no hex digits")
-        return self.text[start : self.at - 1]
-
-    def identifier(self) -> tuple[str, bool]:
-        """(text, is punycode) of ``["u"] <decimal> ["_"] <bytes>``."""
-        punycode = self.eat("u")
-        length = self.decimal()
-        self.eat("_")
-        if length > len(self.text) - self.at:
-            raise _Invalid("identifier past the end")
-        text = self.text[self.at : self.at + length]
-        self.at += length
-        if not _IDENTIFIER_CHARS.issuperset(text):
-            raise _Invalid("bad identifier character")
-        return text, punycode
-
-    def emit_identifier(self, text: str, punycode: bool) -> None:
-        if not punycode:
-            self.emit(text)
-            return
-        basic, _, encoded = text.rpartition("_")  # Rust's delimiter is "_", not "-"
-        if not _PUNYCODE_DIGITS.issuperset(encoded):
-            raise _Invalid("bad punycode digit")
-        try:
-            decoded = (f"{basic}-{encoded}" if basic else encoded).encode("ascii").decode("punycode")
-        except UnicodeError as err:
-            raise _Invalid("bad punycode") from err
-        if any(0xD800 <= ord(char) <= 0xDFFF for char in decoded):
-            raise _Invalid("punycode of a surrogate")
-        self.emit(decoded)
 
     def lifetime(self, index: int) -> None:
         """An erased lifetime (0) or a De Bruijn index into the bound lifetimes."""
@@ -178,7 +58,7 @@ class _Parser:
             self.emit("'_")
             return
         if index > self.bound_lifetimes:
-            raise _Invalid("lifetime not bound")
+            raise Invalid("lifetime not bound")
         depth = self.bound_lifetimes - index
         self.emit("'" + (chr(ord("a") + depth) if depth < 26 else f"z{depth - 25}"))
 
@@ -219,13 +99,13 @@ class _Parser:
         elif tag == "B":
             return self.backref(lambda: self.path(in_type, leave_open)) is True
         else:
-            raise _Invalid("bad path tag")
+            raise Invalid("bad path tag")
         return False
 
     def nested(self, in_type: bool) -> None:
         namespace = self.next()
         if not namespace.isascii() or not namespace.isalpha():
-            raise _Invalid("bad namespace")
+            raise Invalid("bad namespace")
         self.path(in_type)
         disambiguator = self.optional_base62("s")
         text, punycode = self.identifier()
@@ -253,7 +133,7 @@ class _Parser:
         what ``parse`` returned, or None."""
         target = self.base62()
         if target >= self.at:  # positions count from after "_R"; must point back
-            raise _Invalid("backref points forward")
+            raise Invalid("backref points forward")
         if not self.printing:
             return None
         saved, self.at = self.at, target
@@ -321,7 +201,7 @@ class _Parser:
         elif tag == "D":
             self.dyn_bounds()
             if not self.eat("L"):
-                raise _Invalid("dyn without a lifetime")
+                raise Invalid("dyn without a lifetime")
             if lifetime := self.base62():
                 self.emit(" + ")
                 self.lifetime(lifetime)
@@ -337,7 +217,7 @@ class _Parser:
         if count == 0:
             return
         if count >= len(self.text) - self.bound_lifetimes:  # each needs at least a byte to refer to it
-            raise _Invalid("too many bound lifetimes")
+            raise Invalid("too many bound lifetimes")
         self.emit("for<")
         for index in range(count):
             self.bound_lifetimes += 1
@@ -357,7 +237,7 @@ class _Parser:
             else:
                 text, punycode = self.identifier()
                 if punycode:
-                    raise _Invalid("punycode ABI")
+                    raise Invalid("punycode ABI")
                 abi = text.replace("_", "-")
             self.emit(f'extern "{abi}" ')
         self.emit("fn(")
@@ -398,12 +278,12 @@ class _Parser:
         elif tag == "b":
             digits = self.hex_digits()
             if digits not in ("0", "1"):
-                raise _Invalid("bad bool")
+                raise Invalid("bad bool")
             self.emit("true" if digits == "1" else "false")
         elif tag == "c":
             digits = self.hex_digits()
             if len(digits) > 6:
-                raise _Invalid("bad char")
+                raise Invalid("bad char")
             point = int(digits, 16)
             shown = _CHAR_ESCAPES.get(point) or (chr(point) if 0x20 <= point <= 0x7E else f"\\u{{{digits}}}")
             self.emit(f"'{shown}'")
@@ -412,4 +292,4 @@ class _Parser:
         elif tag == "B":
             self.backref(self.const)
         else:
-            raise _Invalid("bad const")
+            raise Invalid("bad const")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -112,6 +113,8 @@ class DwarfHandle:
             self._fd = os.dup(fd)
         except OSError:  # out of fds: usable until released, then no more
             self._fd = -1
+        else:
+            self._close_fd = weakref.finalize(self, os.close, self._fd)  # also if never closed
 
     def index(self) -> DwarfIndex | None:
         """The open index, opening the file again if it was released; None if that fails."""
@@ -130,7 +133,7 @@ class DwarfHandle:
     def close(self) -> None:
         self.release()
         if self._fd >= 0:
-            os.close(self._fd)
+            self._close_fd()
             self._fd = -1
 
 

@@ -91,3 +91,26 @@ def test_a_damaged_copy_is_made_again_and_an_uncompressed_binary_needs_none(
         assert plain_dwarf(fd, read_elf_info(fd), cache) is None
     finally:
         os.close(fd)
+
+
+def test_a_binary_without_build_id_gets_a_copy_named_by_its_identity(binaries: Binaries, tmp_path: Path) -> None:
+    # GIVEN a binary with compressed DWARF and no GNU build-id (as Go links by default)
+    path = tmp_path / "no-build-id"
+    subprocess.run(["objcopy", "--compress-debug-sections=zlib", str(binaries.no_build_id), str(path)], check=True)
+    cache = CacheDir(str(tmp_path / "cache"), 1 << 30)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        info = read_elf_info(fd)
+        assert info.build_id == b""
+        copy = plain_dwarf(fd, info, cache)
+    finally:
+        os.close(fd)
+    # THEN a copy exists under a name made of the file's identity, with the original's sections
+    assert copy is not None
+    try:
+        st = path.stat()
+        name = f"file-{st.st_dev:x}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}{SUFFIX}"
+        assert os.readlink(f"/proc/self/fd/{copy}") == str(tmp_path / "cache" / name)
+        assert debug_sections(tmp_path / "cache" / name) == debug_sections(path)
+    finally:
+        os.close(copy)

@@ -86,3 +86,29 @@ def test_dwarf_is_closed_between_intervals_and_opened_again_after_the_process_ex
     elf_vaddrs = [addr - bias - (1 if index else 0) for index, addr in enumerate(stack)]
     assert [(s.frames[0].file, s.frames[0].line) for s in first + rest[1:]] == _addr2line(binaries.pie, elf_vaddrs)
     assert again[0].frames == first[0].frames
+
+
+def fds_of(path: Path) -> set[int]:
+    """This process's fds open on ``path``."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                out.add(int(fd))
+        except OSError:
+            continue
+    return out
+
+
+def test_close_leaves_no_fd_of_a_binary_open(binaries: Binaries, tmp_path: Path) -> None:
+    # GIVEN a Symbolizer that opened the fixture's DWARF (and keeps an fd to open it again)
+    before = fds_of(binaries.pie)
+    symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
+    with running(binaries.pie) as child:
+        maps = read_maps(child.pid)
+        symbolizer.pin_process(child.pid, maps)
+        symbolizer.symbolize_user(child.pid, maps, user_stack(child.printed, OWN_FUNCTIONS))
+    assert fds_of(binaries.pie) - before
+    # WHEN it is closed (the resource governor replacing it) THEN none of its fds is left open
+    symbolizer.close()
+    assert fds_of(binaries.pie) <= before
