@@ -69,6 +69,7 @@ class Session:
 
     def drain(self) -> None:
         self.collector.add(self.drainer.drain())
+        self._symbolizer.release_when_idle()  # DWARF and mapped pages, once a burst of new addresses is over
         self._last_drain = time.monotonic()
 
     def final_drain(self) -> None:

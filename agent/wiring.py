@@ -55,6 +55,9 @@ class SheddableSymbolizer:
     def forget_unused(self) -> None:
         self._inner.forget_unused()
 
+    def release_when_idle(self) -> None:
+        self._inner.release_when_idle()
+
     def pin(self, info: ProcessInfo) -> None:
         self._inner.pin_process(info.pid, info.mappings)
 

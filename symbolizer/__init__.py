@@ -169,6 +169,8 @@ class Symbolizer:
         self._loaded = 0
         self._hits = 0
         self._misses = 0
+        self._misses_seen = 0  # at the last release_when_idle
+        self._pages_touched = False  # mapped cache pages may be resident since they were released
 
     # ----- pinning -------------------------------------------------------------------------
 
@@ -183,13 +185,39 @@ class Symbolizer:
         lookups touched. Call once per interval."""
         self._pins.forget_unused()
         self._drop_pid_indexes()
+        self._release()
+        self._perf_maps.forget()
+
+    def release_when_idle(self) -> None:
+        """Call after each drain. A binary's DWARF that this drain did not need is closed (its
+        new answers and index written first), and when the drain named nothing new at all
+        (every address memoized), the mapped cache pages lookups touched are released. New
+        addresses come in bursts (new processes, the drain after an interval's cut), so DWARF
+        and those pages stay resident for about a burst, not for the rest of the interval; the
+        next new address opens them again."""
+        for key, lines in self._sources.items():
+            if lines is None:
+                continue
+            if lines.used:
+                lines.used = False
+            elif lines.is_open:
+                self._flush_source(key, lines)
+                lines.release()
+        misses = self._misses + self._kernel.misses
+        if misses != self._misses_seen:
+            self._misses_seen, self._pages_touched = misses, True
+        elif self._pages_touched:
+            self._pages_touched = False
+            for cache in self._cache_dirs:
+                cache.release_pages()
+
+    def _release(self) -> None:
         self._flush_sources()
         for lines in self._sources.values():
             if lines is not None:
                 lines.release()
         for cache in self._cache_dirs:
             cache.release_pages()
-        self._perf_maps.forget()
 
     def _drop_pid_indexes(self) -> None:
         self._pids.clear()
@@ -361,12 +389,14 @@ class Symbolizer:
 
     def _flush_sources(self) -> None:
         """Write the DWARF answers found since the last flush to the disk cache."""
-        if self._source_disk is None:
-            return
         for key, lines in self._sources.items():
-            stored = lines.stored() if lines is not None else None
-            if stored is not None:
-                self._source_disk.write(self._source_build_ids.get(key, b""), *stored)
+            if lines is not None:
+                self._flush_source(key, lines)
+
+    def _flush_source(self, key: TableKey, lines: SourceLines) -> None:
+        stored = lines.stored() if self._source_disk is not None else None
+        if self._source_disk is not None and stored is not None:
+            self._source_disk.write(self._source_build_ids.get(key, b""), *stored)
 
     def _count_failure(self, cause: Cause) -> None:
         self._pins.count_failure(cause)

@@ -194,7 +194,8 @@ class StoredSource:
 class SourceLines:
     """Answers for one build-id: from the disk cache first, else from DWARF opened on demand
     (its index restored from the disk cache, so no DIE is walked twice across runs).
-    ``release`` closes the DWARF until the next address that needs it."""
+    ``release`` closes the DWARF until the next address that needs it; ``used`` says whether
+    DWARF was asked since its owner last cleared it."""
 
     def __init__(self, stored: StoredSource, opener: Callable[[], DwarfHandle | None],
                  index_reader: Callable[[], list[StoredCu]] | None = None) -> None:
@@ -204,6 +205,7 @@ class SourceLines:
         self._handle: DwarfHandle | None = None
         self._index: DwarfIndex | None = None
         self.new: dict[int, Frames] = {}
+        self.used = False
 
     def stored(self) -> tuple[StoredSource, bool] | None:
         """What to write back to the disk cache and whether the index changed; None when
@@ -231,6 +233,7 @@ class SourceLines:
     def lookup(self, elf_vaddr: int) -> Frames:
         if elf_vaddr in self.answers:
             return self.answers[elf_vaddr]
+        self.used = True
         index = self._open()
         if index is None:
             return None
@@ -238,6 +241,10 @@ class SourceLines:
         self.answers[elf_vaddr] = frames
         self.new[elf_vaddr] = frames
         return frames
+
+    @property
+    def is_open(self) -> bool:
+        return self._index is not None
 
     def release(self) -> None:
         """Close the DWARF (write ``stored()`` first: the index built since is dropped with it)."""

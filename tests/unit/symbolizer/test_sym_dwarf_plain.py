@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from sym_build import Binaries
-from sym_helpers import nm_address, read_maps, readelf_build_id, running
-from test_sym_facade_lines import _addr2line, record_dwarf_opens
-from test_sym_symbolizer import NOWHERE, OWN_FUNCTIONS, user_stack
+from sym_helpers import readelf_build_id
+from test_sym_facade_lines import _addr2line, pinned, record_dwarf_opens
+from test_sym_symbolizer import NOWHERE
 
 from symbolizer import Symbolizer
 from symbolizer.diskcache import CacheDir
@@ -40,12 +40,9 @@ def test_frames_come_from_the_uncompressed_copy_with_addr2lines_lines(
     opened = record_dwarf_opens(monkeypatch)
     cache = tmp_path / "cache"
     symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(cache))
-    with running(compressed) as child:
-        maps = read_maps(child.pid)
-        symbolizer.pin_process(child.pid, maps)
-        stack = user_stack(child.printed, OWN_FUNCTIONS)
-        result = symbolizer.symbolize_user(child.pid, maps, stack)
-        bias = child.printed["hf_work"] - nm_address(compressed, "hf_work")
+    with pinned(symbolizer, compressed) as p:
+        stack, bias = p.stack, p.bias
+        result = symbolizer.symbolize_user(p.pid, p.maps, stack)
     # THEN libdw read the copy, kept under the binary's build-id
     copy = cache / "dwarf" / f"{readelf_build_id(compressed).hex()}{SUFFIX}"
     assert opened == [str(copy)]

@@ -11,14 +11,18 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sym_build import Binaries
-from sym_helpers import nm_address, read_maps, running
+from sym_helpers import nm_address, read_maps, readelf_build_id, running
+from test_sym_diskcache import resident_kb
 from test_sym_symbolizer import NOWHERE, OWN_FUNCTIONS, user_stack
 
-from symbolizer import Symbolizer
+from symbolizer import Mapping, Symbolizer
 from symbolizer.libdw import DwarfFile
 
 
@@ -32,14 +36,29 @@ def _addr2line(path: Path, elf_vaddrs: list[int]) -> list[tuple[str, int]]:
     return rows
 
 
-def test_frames_carry_addr2lines_file_and_line_and_are_cached(binaries: Binaries, tmp_path: Path) -> None:
-    symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
-    with running(binaries.pie) as child:
+@dataclass(frozen=True)
+class Pinned:
+    pid: int
+    maps: list[Mapping]
+    stack: list[int]  # runtime addresses through OWN_FUNCTIONS, leaf first
+    bias: int  # runtime address - ELF address
+
+
+@contextmanager
+def pinned(symbolizer: Symbolizer, binary: Path) -> Iterator[Pinned]:
+    """The fixture program running, pinned in ``symbolizer``."""
+    with running(binary) as child:
         maps = read_maps(child.pid)
         symbolizer.pin_process(child.pid, maps)
-        stack = user_stack(child.printed, OWN_FUNCTIONS)
-        result = symbolizer.symbolize_user(child.pid, maps, stack)
-        bias = child.printed["hf_work"] - nm_address(binaries.pie, "hf_work")
+        yield Pinned(child.pid, maps, user_stack(child.printed, OWN_FUNCTIONS),
+                     child.printed["hf_work"] - nm_address(binary, "hf_work"))
+
+
+def test_frames_carry_addr2lines_file_and_line_and_are_cached(binaries: Binaries, tmp_path: Path) -> None:
+    symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
+    with pinned(symbolizer, binaries.pie) as p:
+        stack, bias = p.stack, p.bias
+        result = symbolizer.symbolize_user(p.pid, p.maps, stack)
     symbolizer.forget_unused()  # writes DWARF answers to the cache
     # lookups use the byte before a return address, as the symbolizer does
     elf_vaddrs = [addr - bias - (1 if index else 0) for index, addr in enumerate(stack)]
@@ -68,18 +87,15 @@ def test_dwarf_is_closed_between_intervals_and_opened_again_after_the_process_ex
     # GIVEN the fixture's first frame symbolized (DWARF opened), then an interval ended
     opened = record_dwarf_opens(monkeypatch)
     symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
-    with running(binaries.pie) as child:
-        maps = read_maps(child.pid)
-        symbolizer.pin_process(child.pid, maps)
-        stack = user_stack(child.printed, OWN_FUNCTIONS)
-        first = symbolizer.symbolize_user(child.pid, maps, stack[:1])
-        bias = child.printed["hf_work"] - nm_address(binaries.pie, "hf_work")
+    with pinned(symbolizer, binaries.pie) as p:
+        pid, maps, stack, bias = p.pid, p.maps, p.stack, p.bias
+        first = symbolizer.symbolize_user(pid, maps, stack[:1])
     assert len(opened) == 1
     symbolizer.forget_unused()
     # WHEN, the process gone, the same address and then new ones are symbolized
-    again = symbolizer.symbolize_user(child.pid, maps, stack[:1])
+    again = symbolizer.symbolize_user(pid, maps, stack[:1])
     assert len(opened) == 1  # a known address needs no DWARF
-    rest = symbolizer.symbolize_user(child.pid, maps, stack)
+    rest = symbolizer.symbolize_user(pid, maps, stack)
     # THEN the DWARF was opened once more (through the fd kept for it), and every frame carries
     # addr2line's file and line
     assert len(opened) == 2
@@ -104,11 +120,33 @@ def test_close_leaves_no_fd_of_a_binary_open(binaries: Binaries, tmp_path: Path)
     # GIVEN a Symbolizer that opened the fixture's DWARF (and keeps an fd to open it again)
     before = fds_of(binaries.pie)
     symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
-    with running(binaries.pie) as child:
-        maps = read_maps(child.pid)
-        symbolizer.pin_process(child.pid, maps)
-        symbolizer.symbolize_user(child.pid, maps, user_stack(child.printed, OWN_FUNCTIONS))
+    with pinned(symbolizer, binaries.pie) as p:
+        symbolizer.symbolize_user(p.pid, p.maps, p.stack)
     assert fds_of(binaries.pie) - before
     # WHEN it is closed (the resource governor replacing it) THEN none of its fds is left open
     symbolizer.close()
     assert fds_of(binaries.pie) <= before
+
+
+def test_dwarf_is_closed_after_the_first_drain_that_did_not_need_it(
+    binaries: Binaries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = record_dwarf_opens(monkeypatch)
+    symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
+    with pinned(symbolizer, binaries.pie) as p:
+        # GIVEN a drain that needed the fixture's DWARF
+        first = symbolizer.symbolize_user(p.pid, p.maps, p.stack[:1])
+        symbolizer.release_when_idle()
+        table_file = tmp_path / "symtab" / f"{readelf_build_id(binaries.pie).hex()}.sym"
+        assert len(opened) == 1 and "dwarf_writes" not in symbolizer.stats.disk_cache  # still open
+        assert resident_kb(table_file) > 0  # the lookup's pages of the mapped symbol table
+        # WHEN the next drain names nothing new
+        symbolizer.symbolize_user(p.pid, p.maps, p.stack[:1])
+        symbolizer.release_when_idle()
+        # THEN its answers were written and it was closed, and none of the pages of its mapped
+        # symbol table file is resident; a new address opens the DWARF again
+        assert symbolizer.stats.disk_cache.get("dwarf_writes", 0) >= 1
+        assert resident_kb(table_file) == 0
+        rest = symbolizer.symbolize_user(p.pid, p.maps, p.stack)
+        assert len(opened) == 2
+        assert rest[0].frames == first[0].frames and all(s.frames[0].line > 0 for s in rest)
