@@ -113,9 +113,12 @@ def test_governor_lowers_the_real_sampling_rate(workload: subprocess.Popen[bytes
     # WHEN the governor has halved the frequency step by step (99, 49, 24, 12, 11 Hz)
     intervals = [(int(m.group(1)), float(m.group(2)), int(m.group(3))) for m in
                  re.finditer(r"interval: (\d+) samples in ([\d.]+) s.*?; (\d+) Hz", result.stderr)]
-    # (intervals of a second or more, the final partial one aside: a cut's drain can hold a
-    # few samples taken while the previous cut was symbolizing)
-    low = [samples / seconds for samples, seconds, hz in intervals[:-1] if hz <= 12 and seconds >= 1.0]
+    # (intervals of a second or more, the final partial one aside, and only those whose previous
+    # interval ran at the same rate: a cut's drain can hold samples taken while the previous cut
+    # was symbolizing, at the rate before the step)
+    steady = zip(intervals[:-2], intervals[1:-1], strict=True)
+    low = [samples / seconds for (_, _, before), (samples, seconds, hz) in steady
+           if hz <= 12 and before == hz and seconds >= 1.0]
     assert low, result.stderr
     # THEN no interval at 12 Hz or less holds more than 12 Hz x every CPU samples per second
     # (with slack): the kernel really samples less, not just the label
