@@ -116,46 +116,55 @@ class _SymbolCache:
     """What builds need of each Symbolized, kept across builds: parts by id(Symbolized), modules
     interned to small ints (hashing a Module runs Python code), strings' string_table fields.
 
-    Bounded: ~500 bytes a symbol with its name, ``max_symbols`` symbols at most. When full it
-    keeps what it has and adds nothing (a miss is encoded all the same), so a host with more
-    symbols an interval still finds many. It is emptied before a build when, over a window of
-    twice its size in lookups made while full, misses outnumbered hits two to one (the symbols
-    in use moved on), or when it holds ``max_symbols`` modules; strings alone when full."""
+    Bounded, ~500 bytes a symbol with its name: parts in two generations of ``max_symbols`` at
+    most. After every ``window`` lookups (default: four times ``max_symbols``, several
+    intervals, so moving symbols up costs little) the current generation becomes the previous
+    one and the previous one goes: a symbol not looked up in two windows is let go, and its
+    object with it (after the symbolizer sheds its caches, the old symbols do not stay pinned
+    here); one found in the previous generation moves up. A full current generation adds
+    nothing (a miss is encoded all the same). Modules and strings are emptied when they reach
+    ``max_symbols`` (modules with the parts, which hold their keys)."""
 
-    def __init__(self, max_symbols: int) -> None:
+    def __init__(self, max_symbols: int, window: int = 0) -> None:
         self.max_symbols = max_symbols
+        self.window = window or 4 * max_symbols
         self._reset()
 
     def _reset(self) -> None:
         self.parts: dict[int, _Parts] = {}
+        self.previous: dict[int, _Parts] = {}  # the last window's generation
+        self.lookups = 0  # in this window
         self.module_keys: dict[Module, int] = {}
         # By key from 1 (0 is "no mapping"): what a Mapping needs of the module, path, build id
         # and its fields 2-4 (the range and file offset).
         self.modules: list[tuple[str, str, bytes]] = [("", "", b"")]
         self.string_fields: dict[str, bytes] = {}
-        self.hits = self.misses = 0  # lookups made while full, this window
 
-    def clear_if_stale(self) -> None:
-        stale = False
-        if self.hits + self.misses >= 2 * self.max_symbols:
-            stale, self.hits, self.misses = self.misses > 2 * self.hits, 0, 0
-        if stale or len(self.modules) > self.max_symbols:  # modules: each process's own ranges
+    def age(self) -> None:
+        """Before a build: end the window when it is over, empty what is full."""
+        if len(self.modules) > self.max_symbols:  # each process has its own ranges
             self._reset()
-        elif len(self.string_fields) >= self.max_symbols:  # cheap to make again: refreshed when full
+        if self.lookups >= self.window:
+            self.previous, self.parts, self.lookups = self.parts, {}, 0
+        if len(self.string_fields) >= self.max_symbols:  # cheap to make again
             self.string_fields.clear()
 
     def parts_of(self, ids: list[int], samples: Sequence[ProfileSample]) -> list[_Parts]:
         """The parts of the symbols with these ids, in order (``samples`` hold the symbols). An id
         found is its symbol's: the cache holds each object it has seen, so no other has its id."""
         parts = list(map(self.parts.get, ids))
-        if len(self.parts) >= self.max_symbols:
-            misses = parts.count(None)
-            self.hits, self.misses = self.hits + len(parts) - misses, self.misses + misses
+        self.lookups += len(ids)
         if None in parts:
             frames = list(chain.from_iterable(map(_STACK, samples)))
             symbols = dict(zip(map(id, frames), frames, strict=True))
-            parts = [p or self._add(symbols[i]) for p, i in zip(parts, ids, strict=True)]
+            parts = [p or self._find(i, symbols) for p, i in zip(parts, ids, strict=True)]
         return cast(list[_Parts], parts)  # no None in it
+
+    def _find(self, sym_id: int, symbols: dict[int, Symbolized]) -> _Parts:
+        parts = self.previous.get(sym_id) or self._add(symbols[sym_id])
+        if len(self.parts) < self.max_symbols:
+            self.parts[sym_id] = parts
+        return parts
 
     def _add(self, sym: Symbolized) -> _Parts:
         module = sym.module
@@ -178,10 +187,7 @@ class _SymbolCache:
             flags |= (_HAS_FILENAMES if f.file else 0) | (_HAS_LINE_NUMBERS if f.line else 0)
         if len(sym.frames) > 1:
             flags |= _HAS_INLINE_FRAMES
-        parts = (sym, location, module_key, flags, V3 + varint(sym.addr) if sym.addr else b"", tuple(lines))
-        if len(self.parts) < self.max_symbols:
-            self.parts[id(sym)] = parts
-        return parts
+        return (sym, location, module_key, flags, V3 + varint(sym.addr) if sym.addr else b"", tuple(lines))
 
     def string_field(self, value: str) -> bytes:
         data = value.encode()
@@ -191,8 +197,9 @@ class _SymbolCache:
         return field
 
 
-# ~8 MB at most (and the symbols it holds); the benchmark interval's 50 targets: 7 747 symbols, 4 MB.
-_CACHE = _SymbolCache(max_symbols=1 << 14)
+# ~4 MB a generation (and the symbols it holds), ~5 % of the default 80 MB memory budget; both
+# generations mostly hold the same symbols. The benchmark interval's 50 targets have 7 747.
+_CACHE = _SymbolCache(max_symbols=1 << 13)
 _LOCK = threading.Lock()  # a build reads module keys that emptying the cache would renumber
 
 
@@ -328,7 +335,7 @@ class _Encoder:
 def build_pprof_raw(profile: Profile) -> bytes:
     """The serialized, uncompressed pprof of ``profile`` (what servers' size limits count)."""
     with _LOCK:
-        _CACHE.clear_if_stale()
+        _CACHE.age()
         return _encode(profile, _Encoder(_CACHE))
 
 

@@ -237,25 +237,33 @@ def _one_sample_each(symbols: list[Symbolized]):  # type: ignore[no-untyped-def]
     return make_profile(*(sample(s, count=1) for s in symbols))
 
 
-def test_a_full_cache_keeps_what_still_hits_and_empties_when_the_symbols_moved_on(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN a cache of 100 symbols at most, filled with 90 by a first profile
-    cache = pprof._SymbolCache(max_symbols=100)
+def test_symbols_not_looked_up_for_two_windows_are_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a cache of generations of 100 symbols and windows of 100 lookups, which has seen the
+    # 90 symbols of a first profile
+    cache = pprof._SymbolCache(max_symbols=100, window=100)
     monkeypatch.setattr(pprof, "_CACHE", cache)
-    first = _symbols(90, 0)
-    built = [_one_sample_each(first)]
-    outputs = [build_pprof_raw(built[0])]
-    # WHEN the same symbols and 20 new ones are built twice (more than fit)
-    grown = _one_sample_each(first + _symbols(20, 0x10000))
-    built += [grown, grown]
-    outputs += [build_pprof_raw(grown) for _ in range(2)]
-    # THEN it is full, and still holds the first 90 (most lookups hit)
-    assert len(cache.parts) == 100 and {id(s) for s in first} <= set(cache.parts)
-    # WHEN 300 other symbols are built twice (every lookup misses)
-    other = _one_sample_each(_symbols(300, 0x20000))
-    built += [other, other]
-    outputs += [build_pprof_raw(other) for _ in range(2)]
-    # THEN it was emptied before the second build and holds only those now
-    assert len(cache.parts) == 100 and set(cache.parts) <= {id(s) for smp in other.samples for s in smp.stack}
+    first = _one_sample_each(_symbols(90, 0))
+    built, outputs = [first], [build_pprof_raw(first)]
+    # WHEN 90 other symbols are built four times (a window ends before the builds that find it
+    # has had 100 lookups: before the second and the fourth)
+    other = _one_sample_each(_symbols(90, 0x10000))
+    built += [other] * 4
+    outputs += [build_pprof_raw(other) for _ in range(4)]
+    # THEN the cache holds the other symbols, and none of the first (their objects are not pinned)
+    first_ids = {id(s) for smp in first.samples for s in smp.stack}
+    assert not first_ids & (set(cache.parts) | set(cache.previous))
+    assert set(cache.parts) == {id(s) for smp in other.samples for s in smp.stack}
     # AND every build's bytes are the reference's
     assert outputs == [reference_message(p).SerializeToString() for p in built]
+
+
+def test_more_symbols_than_fit_are_built_all_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a cache of generations of 100 symbols and windows of 100 lookups, and a profile of 150
+    cache = pprof._SymbolCache(max_symbols=100, window=100)
+    monkeypatch.setattr(pprof, "_CACHE", cache)
+    profile = _one_sample_each(_symbols(150, 0))
+    # WHEN built five times THEN each generation holds 100 of them at most, and the bytes are the reference's
+    for _ in range(5):
+        assert build_pprof_raw(profile) == reference_message(profile).SerializeToString()
+        assert len(cache.parts) <= 100 and len(cache.previous) <= 100
+    assert len(cache.parts) == 100
