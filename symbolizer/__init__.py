@@ -170,7 +170,6 @@ class Symbolizer:
         self._hits = 0
         self._misses = 0
         self._misses_seen = 0  # at the last release_when_idle
-        self._pages_touched = False  # mapped cache pages may be resident since they were released
 
     # ----- pinning -------------------------------------------------------------------------
 
@@ -190,11 +189,10 @@ class Symbolizer:
 
     def release_when_idle(self) -> None:
         """Call after each drain. A binary's DWARF that this drain did not need is closed (its
-        new answers and index written first), and when the drain named nothing new at all
-        (every address memoized), the mapped cache pages lookups touched are released. New
-        addresses come in bursts (new processes, the drain after an interval's cut), so DWARF
-        and those pages stay resident for about a burst, not for the rest of the interval; the
-        next new address opens them again."""
+        new answers and index written first), and when the drain named anything new, the
+        mapped cache pages its lookups touched are released. New addresses come in bursts (new
+        processes, the drain after an interval's cut), so DWARF stays resident for about a
+        burst, not for the rest of the interval; the next new address opens it again."""
         for key, lines in self._sources.items():
             if lines is None:
                 continue
@@ -204,10 +202,8 @@ class Symbolizer:
                 self._flush_source(key, lines)
                 lines.release()
         misses = self._misses + self._kernel.misses
-        if misses != self._misses_seen:
-            self._misses_seen, self._pages_touched = misses, True
-        elif self._pages_touched:
-            self._pages_touched = False
+        if misses != self._misses_seen:  # lookups ran: ~17 pages a bisection, 64 KiB mapped around each
+            self._misses_seen = misses
             for cache in self._cache_dirs:
                 cache.release_pages()
 

@@ -25,6 +25,12 @@ def table_key(build_id: bytes, identity: tuple[int, int, int, int]) -> TableKey:
     return build_id if build_id else identity
 
 
+def key_name(key: TableKey) -> str:
+    """``key`` as a file name stem in a disk cache: the build-id in hex, else "file-" and the
+    identity's numbers in hex."""
+    return key.hex() if isinstance(key, bytes) else "file-" + "-".join(f"{n:x}" for n in key)
+
+
 class LruCache(Generic[K, V]):
     """A dict bounded to ``capacity`` entries, evicting the least recently used.
 

@@ -22,6 +22,7 @@ import os
 import struct
 import zlib
 
+from symbolizer.cache import key_name, table_key
 from symbolizer.diskcache import CacheDir, CacheMiss, write_all
 from symbolizer.elf import MAX_DWARF_SECTIONS, DwarfSection, ElfInfo, read_elf_info, read_range
 from symbolizer.elf_headers import (
@@ -51,7 +52,7 @@ def plain_dwarf(fd: int, info: ElfInfo, cache: CacheDir) -> int | None:
     plan = _plan(fd, info)
     if plan is None:
         return None
-    name = (info.build_id.hex() if info.build_id else "file-" + "-".join(f"{n:x}" for n in info.identity)) + SUFFIX
+    name = key_name(table_key(info.build_id, info.identity)) + SUFFIX
 
     def fill(out: int) -> int:
         try:

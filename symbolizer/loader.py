@@ -5,9 +5,9 @@ In: the fd of a binary, its ``ElfInfo``, the path a process mapped it at, and an
 that process's root (-1: the host's). Out: a ``LoadedTable`` - the ``SymbolTable`` shared by
 every file with the same build-id (else the same file identity), and whether it is new here.
 
-Order: the in-memory LRU; then, for a binary with a build-id, the disk cache
-(``symbolizer.table_cache``, when configured; its tables are mapped files); then a build,
-written to the disk cache and mapped back from it. A binary without .symtab
+Order: the in-memory LRU; then the disk cache (``symbolizer.table_cache``, when configured,
+by build-id or else file identity; its tables are mapped files); then a build, written to
+the disk cache and mapped back from it. A binary without .symtab
 (stripped: only .dynsym, or nothing) is completed from its separate debug file when
 ``symbolizer.debuginfo`` finds one, else, for a Go binary, named from its .gopclntab; a debug
 file that turns out unreadable while its table is built is counted and the binary's own
@@ -60,17 +60,17 @@ class TableLoader:
         table = self.tables.get(key)
         if table is not None:
             return LoadedTable(table, False)
-        table = self._from_disk(fd, info, path, root_fd)
+        table = self._from_disk(key, fd, info, path, root_fd)
         if table is None:
             table, complete = self.build(fd, info, path, root_fd)
-            table = self._stored(info.build_id, table, complete)
+            table = self._stored(key, table, complete)
         self.tables.put(key, table)
         return LoadedTable(table, True)
 
-    def _from_disk(self, fd: int, info: ElfInfo, path: str, root_fd: int) -> SymbolTable | None:
-        if self.disk is None or not info.build_id:
+    def _from_disk(self, key: TableKey, fd: int, info: ElfInfo, path: str, root_fd: int) -> SymbolTable | None:
+        if self.disk is None:
             return None
-        cached = self.disk.read(info.build_id)
+        cached = self.disk.read(key)
         if cached is None:
             return None
         if cached.complete or info.has_symtab:
@@ -79,14 +79,14 @@ class TableLoader:
         if debug is None:
             return cached.table
         table, complete = self._merge(fd, info, debug)
-        return self._stored(info.build_id, table, complete)
+        return self._stored(key, table, complete)
 
-    def _stored(self, build_id: bytes, table: SymbolTable, complete: bool) -> SymbolTable:
+    def _stored(self, key: TableKey, table: SymbolTable, complete: bool) -> SymbolTable:
         """``table`` written to the disk cache; the copy mapped from there when that worked (its
         columns then live in the page cache, not the heap), else ``table`` itself."""
         if self.disk is None:
             return table
-        return self.disk.write(build_id, table, complete) or table
+        return self.disk.write(key, table, complete) or table
 
     def build(self, fd: int, info: ElfInfo, path: str, root_fd: int = -1) -> tuple[SymbolTable, bool]:
         """Parse the binary's tables, merged with its debug file's .symtab when it has none

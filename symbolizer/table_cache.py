@@ -1,10 +1,12 @@
 """Symbolizer stage: binaries' symbol tables kept on disk between runs, keyed by build-id.
 
-In: a ``CacheDir``, a GNU build-id, and a ``SymbolTable`` with whether it is *complete* (built
-from a .symtab: the binary's own or its debug file's). Out: that table and flag again, read
-from ``<build-id hex>.sym`` - one versioned record (``symbolizer.diskcache``) of the table's
-arrays and names blob - or None. A binary without a build-id is never cached on disk (its
-content has no name that outlives the file).
+In: a ``CacheDir``, a binary's ``TableKey`` (its GNU build-id, else its file identity), and a
+``SymbolTable`` with whether it is *complete* (built from a .symtab: the binary's own or its
+debug file's). Out: that table and flag again, read from ``<build-id hex>.sym`` (or
+``file-<dev>-<ino>-<size>-<mtime>.sym``: a binary without build-id, such as a Go program, is
+named by its identity, so a rebuilt file gets a file of its own and old ones age out of the
+directory) - one versioned record (``symbolizer.diskcache``) of the table's arrays and names
+blob - or None.
 
 A table read back is a set of views of the file mapped read-only (``diskcache.map_record``):
 its columns stay in the page cache, and only the pages lookups touch are resident; ``write``
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from symbolizer.cache import TableKey, key_name
 from symbolizer.diskcache import CacheDir, CacheMiss, encode_record, int_column, map_record
 from symbolizer.symtab import SymbolTable
 
@@ -36,8 +39,12 @@ class CachedTable:
     complete: bool
 
 
-def _name(build_id: bytes) -> str:
-    return f"{build_id.hex()}.sym"
+def _file(key: TableKey) -> tuple[str, bytes] | None:
+    """(file name, record key) of ``key``'s table; None for a build-id of implausible size."""
+    if isinstance(key, bytes) and not 0 < len(key) <= MAX_BUILD_ID_SIZE:
+        return None
+    name = key_name(key)
+    return f"{name}.sym", TABLE_VERSION + (key if isinstance(key, bytes) else name.encode())
 
 
 class SymtabDiskCache:
@@ -46,23 +53,24 @@ class SymtabDiskCache:
     def __init__(self, cache: CacheDir) -> None:
         self.cache = cache
 
-    def read(self, build_id: bytes) -> CachedTable | None:
-        """The cached table of ``build_id``, or None (absent, stale or damaged: counted)."""
-        if not 0 < len(build_id) <= MAX_BUILD_ID_SIZE:
+    def read(self, key: TableKey) -> CachedTable | None:
+        """The cached table of ``key``, or None (absent, stale or damaged: counted)."""
+        file = _file(key)
+        if file is None:
             return None
         try:
-            cached = _decode(map_record(self.cache, _name(build_id), MAX_FILE_SIZE, KIND_SYMTAB,
-                                        TABLE_VERSION + build_id))
+            cached = _decode(map_record(self.cache, file[0], MAX_FILE_SIZE, KIND_SYMTAB, file[1]))
         except CacheMiss as miss:
             self.cache.count(f"symtab_{miss.reason}")
             return None
         self.cache.count("symtab_hits")
         return cached
 
-    def write(self, build_id: bytes, table: SymbolTable, complete: bool) -> SymbolTable | None:
+    def write(self, key: TableKey, table: SymbolTable, complete: bool) -> SymbolTable | None:
         """Store ``table``; the same table read back from the file (mapped), or None when it
         could not be written or read."""
-        if not 0 < len(build_id) <= MAX_BUILD_ID_SIZE:
+        file = _file(key)
+        if file is None:
             return None
         starts, ends, name_offsets, names = table.columns()
         sections: list[bytes | memoryview] = [
@@ -72,12 +80,11 @@ class SymtabDiskCache:
             memoryview(name_offsets).cast("B"),
             names,
         ]
-        if not self.cache.write(_name(build_id), encode_record(KIND_SYMTAB, TABLE_VERSION + build_id, sections)):
+        if not self.cache.write(file[0], encode_record(KIND_SYMTAB, file[1], sections)):
             return None
         self.cache.count("symtab_writes")
         try:
-            return _decode(map_record(self.cache, _name(build_id), MAX_FILE_SIZE, KIND_SYMTAB,
-                                      TABLE_VERSION + build_id)).table
+            return _decode(map_record(self.cache, file[0], MAX_FILE_SIZE, KIND_SYMTAB, file[1])).table
         except CacheMiss:  # replaced or removed meanwhile: keep the table built
             return None
 

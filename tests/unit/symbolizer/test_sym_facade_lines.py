@@ -128,25 +128,25 @@ def test_close_leaves_no_fd_of_a_binary_open(binaries: Binaries, tmp_path: Path)
     assert fds_of(binaries.pie) <= before
 
 
-def test_dwarf_is_closed_after_the_first_drain_that_did_not_need_it(
+def test_after_a_drain_its_pages_are_released_and_dwarf_it_did_not_need_is_closed(
     binaries: Binaries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened = record_dwarf_opens(monkeypatch)
     symbolizer = Symbolizer(kallsyms_path=NOWHERE, cache_dir=str(tmp_path))
     with pinned(symbolizer, binaries.pie) as p:
-        # GIVEN a drain that needed the fixture's DWARF
+        # GIVEN a drain that needed the fixture's DWARF and its mapped symbol table
         first = symbolizer.symbolize_user(p.pid, p.maps, p.stack[:1])
-        symbolizer.release_when_idle()
         table_file = tmp_path / "symtab" / f"{readelf_build_id(binaries.pie).hex()}.sym"
-        assert len(opened) == 1 and "dwarf_writes" not in symbolizer.stats.disk_cache  # still open
-        assert resident_kb(table_file) > 0  # the lookup's pages of the mapped symbol table
-        # WHEN the next drain names nothing new
+        assert resident_kb(table_file) > 0
+        # WHEN the drain ends THEN the table's pages are released, the DWARF stays open
+        symbolizer.release_when_idle()
+        assert resident_kb(table_file) == 0
+        assert len(opened) == 1 and "dwarf_writes" not in symbolizer.stats.disk_cache
+        # WHEN the next drain names nothing new THEN the DWARF's answers are written and it is
+        # closed: a new address opens it again
         symbolizer.symbolize_user(p.pid, p.maps, p.stack[:1])
         symbolizer.release_when_idle()
-        # THEN its answers were written and it was closed, and none of the pages of its mapped
-        # symbol table file is resident; a new address opens the DWARF again
         assert symbolizer.stats.disk_cache.get("dwarf_writes", 0) >= 1
-        assert resident_kb(table_file) == 0
         rest = symbolizer.symbolize_user(p.pid, p.maps, p.stack)
         assert len(opened) == 2
         assert rest[0].frames == first[0].frames and all(s.frames[0].line > 0 for s in rest)

@@ -72,9 +72,27 @@ def test_a_cached_table_answers_like_the_parsed_one_without_parsing(
         assert second.table.lookup(function.value) == first.lookup(function.value)
 
 
-def test_binary_without_build_id_is_not_cached_on_disk(tmp_path: Path, binaries: Binaries) -> None:
-    load_table(make_loader(tmp_path / "cache"), binaries.no_build_id)
-    assert not (tmp_path / "cache").exists() or os.listdir(tmp_path / "cache") == []
+def test_binary_without_build_id_is_cached_under_its_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binaries: Binaries
+) -> None:
+    # GIVEN a copy of a binary without a build-id (as Go links), loaded once
+    binary = tmp_path / "no-build-id"
+    shutil.copy(binaries.no_build_id, binary)
+    first = load_table(make_loader(tmp_path / "cache"), binary).table
+    st = binary.stat()
+    assert os.listdir(tmp_path / "cache") == [f"file-{st.st_dev:x}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}.sym"]
+    # WHEN a second run loads it, parsing forbidden THEN it comes from the file, answering alike
+    with monkeypatch.context() as patched:
+        refuse_parsing(patched)
+        second = make_loader(tmp_path / "cache")
+        assert columns_of(load_table(second, binary).table) == columns_of(first)
+        assert second.disk is not None and second.disk.cache.counters == {"symtab_hits": 1}
+    # AND once the file is rebuilt (its mtime changes) it is parsed again, under a new name
+    os.utime(binary, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    third = make_loader(tmp_path / "cache")
+    load_table(third, binary)
+    assert third.disk is not None and third.disk.cache.counters == {"symtab_absent": 1, "symtab_writes": 1}
+    assert len(os.listdir(tmp_path / "cache")) == 2
 
 
 def damage_file(path: Path, how: str) -> None:
