@@ -332,6 +332,13 @@ class _Encoder:
         return cast(list[bytes], fields)  # no None in it
 
 
+def shed_cache() -> None:
+    """Let every cached symbol go now (the resource governor sheds caches): the next build
+    encodes them afresh, and the symbolizer's old objects are no longer held here."""
+    with _LOCK:
+        _CACHE._reset()
+
+
 def build_pprof_raw(profile: Profile) -> bytes:
     """The serialized, uncompressed pprof of ``profile`` (what servers' size limits count)."""
     with _LOCK:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from agent import host, preflight
+from agent import host, pprof, preflight
 from agent.bpf_handover import LoadOptions
 from agent.errors import EnvironmentProblem
 from agent.fd_sampler import FdSampler
@@ -92,8 +92,11 @@ def profiling_session(frequency_hz: int, pids: tuple[int, ...] = (),
         if on_snapshot is not None:
             on_snapshot(info)
 
-    session = Session(sampler, symbolizer, SessionSettings(frequency_hz=frequency_hz), pin=pin,
-                      shed=symbolizer.shed)
+    def shed() -> None:  # the profile builder's cache holds the symbolizer's objects
+        symbolizer.shed()
+        pprof.shed_cache()
+
+    session = Session(sampler, symbolizer, SessionSettings(frequency_hz=frequency_hz), pin=pin, shed=shed)
     try:
         yield session, sampler
     finally:
