@@ -112,7 +112,8 @@ class _PidIndex:
     starts: list[int]
     ordered: list[Mapping]
     modules: dict[int, Module] = field(default_factory=dict)  # by position << 1 | has a binary
-    memo: dict[int, Symbolized] = field(default_factory=dict)  # by addr << 1 | is_return
+    memo: dict[int, Symbolized] = field(default_factory=dict)  # by addr << 1 | is_return, this interval
+    kept: dict[int, Symbolized] = field(default_factory=dict)  # the last interval's, moved up when looked up
 
 
 class Symbolizer:
@@ -183,7 +184,7 @@ class Symbolizer:
         DWARF (see ``symbolizer.source.DwarfHandle``); release the pages of mapped cache files
         lookups touched. Call once per interval."""
         self._pins.forget_unused()
-        self._drop_pid_indexes()
+        self._age_pid_indexes()
         self._release()
         self._perf_maps.forget()
 
@@ -219,6 +220,22 @@ class Symbolizer:
         self._pids.clear()
         self._memo_size = 0
 
+    def _age_pid_indexes(self) -> None:
+        """End an interval: a process not looked up in it loses its index; one that was keeps
+        the answers that cannot change while its maps stay (named frames, addresses outside
+        code), so a live process's steady stacks are not looked up
+        again each interval and stay the same objects (the profile builder caches by
+        identity). JIT names (code is recycled) and unnamed frames (a binary that could not
+        be read may be readable now) are looked up again."""
+        jit = FrameKind.JIT
+        for pid, index in list(self._pids.items()):
+            if not index.memo:
+                del self._pids[pid]
+                continue
+            index.kept = {k: s for k, s in index.memo.items() if s.kind is not jit and (s.named or s.module is None)}
+            index.memo = {}
+        self._memo_size = 0
+
     def close(self) -> None:
         """Close every pinned fd and DWARF file (at shutdown, or before a replacement). Parsed
         symbol tables stay; files not yet parsed will be reopened through proc_root if needed,
@@ -234,15 +251,21 @@ class Symbolizer:
         """One ``Symbolized`` per address of a user stack (leaf first, runtime addresses)."""
         index = self._index(pid, mappings)
         memo = index.memo
+        kept = index.kept
         out = []
         for position, addr in enumerate(addrs):
             key = addr << 1 | (position > 0)
             symbolized = memo.get(key)
             if symbolized is None:
-                symbolized = self._symbolize_addr(pid, index, addr, position > 0)
+                symbolized = kept.get(key) if kept else None
+                if symbolized is None:
+                    symbolized = self._symbolize_addr(pid, index, addr, position > 0)
+                else:
+                    self._hits += 1
                 if self._memo_size >= MAX_RESULTS:
                     for other in self._pids.values():
                         other.memo.clear()
+                        other.kept.clear()
                     self._memo_size = 0
                 memo[key] = symbolized
                 self._memo_size += 1

@@ -245,6 +245,30 @@ def test_forget_unused_closes_fds_nobody_used(binaries: Binaries) -> None:
     assert again[0].frames[0].function == "hf_middle"
 
 
+def test_a_process_looked_up_in_an_interval_keeps_its_answers_for_the_next(binaries: Binaries) -> None:
+    symbolizer = Symbolizer(kallsyms_path=NOWHERE)
+    with running(binaries.pie) as child:
+        maps = read_maps(child.pid)
+        symbolizer.pin_process(child.pid, maps)
+        vdso = next(m for m in maps if m.path == "[vdso]")
+        # GIVEN a stack of named frames, a vdso frame (unnamed) and a word outside every mapping
+        stack = [*user_stack(child.printed, OWN_FUNCTIONS), vdso.start + 0x10, 0x10]
+        first = symbolizer.symbolize_user(child.pid, maps, stack)
+        assert [s.named for s in first] == [True] * 4 + [False, False]
+        # WHEN the interval ends and the next one symbolizes the same stack
+        symbolizer.forget_unused()
+        again = symbolizer.symbolize_user(child.pid, maps, stack)
+        # THEN the named frames and the no-code word are the same objects (not looked up again;
+        # the profile builder caches by identity), the unnamed vdso frame is looked up again
+        assert [a is b for a, b in zip(first, again, strict=True)] == [True] * 4 + [False, True]
+        assert again == first
+        # AND after an interval without a lookup of the process, its answers are let go
+        symbolizer.forget_unused()
+        symbolizer.forget_unused()
+        third = symbolizer.symbolize_user(child.pid, maps, stack)
+    assert third == first and not any(a is b for a, b in zip(first, third, strict=True))
+
+
 def test_pinned_files_are_bounded(binaries: Binaries) -> None:
     symbolizer = Symbolizer(kallsyms_path=NOWHERE, max_binaries=2)
     with running(binaries.pie) as child:
