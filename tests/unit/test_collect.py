@@ -1,5 +1,5 @@
 """The collector: a user stack is cut where a frame-pointer walk left the program's code, and
-a stack seen again within an interval costs a count, not a symbolization."""
+a stack seen again within an interval, or in the last one, costs a count, not a symbolization."""
 
 from __future__ import annotations
 
@@ -77,6 +77,40 @@ def test_a_stack_seen_again_in_the_interval_is_counted_not_symbolized_again() ->
     # THEN each distinct stack was symbolized once, and the profile holds every sample
     assert symbolizer.user_calls == 2
     assert sorted(s.count for s in profile.samples) == [2, 20]
-    # AND the next interval symbolizes afresh (its processes' binaries count as used again)
+    # AND the next interval symbolizes afresh a stack outside the process's maps (a re-read of
+    # the maps may place it)
     collector.add([sample((0x1000, 0x2000), 1)])
     assert symbolizer.user_calls == 3
+
+
+SERVER_TEXT, LIBC_TEXT = 0x55D0C0A02100, 0x7F1C2A228100  # in the canned maps' executable mappings
+
+
+def test_a_stack_of_the_last_interval_in_the_same_snapshot_is_not_symbolized_again() -> None:
+    # GIVEN a collector that took an interval with a stack wholly inside /proc/4242's maps
+    symbolizer = CountingSymbolizer()
+    collector = Collector(ProcessRegistry(FIXTURES), symbolizer)
+    collector.add([sample((LIBC_TEXT, SERVER_TEXT), 3)])
+    first = collector.take(start_ns=0, duration_ns=1, frequency_hz=99, host="h", counters={})
+    # WHEN the next interval's drains bring it again, with a new stack
+    collector.add([sample((LIBC_TEXT, SERVER_TEXT), 2)])
+    collector.add([sample((LIBC_TEXT, SERVER_TEXT), 1), sample((LIBC_TEXT + 8, SERVER_TEXT), 4)])
+    second = collector.take(start_ns=1, duration_ns=1, frequency_hz=99, host="h", counters={})
+    # THEN only the new stack was symbolized, and the old one carries the same frames and labels
+    assert symbolizer.user_calls == 2
+    old = next(s for s in second.samples if s.count == 3)
+    assert old.stack is first.samples[0].stack and old.labels == first.samples[0].labels
+    assert old.process is first.samples[0].process
+    assert sorted(s.count for s in second.samples) == [3, 4]
+
+
+def test_raw_stacks_that_symbolize_to_the_same_frames_are_one_sample() -> None:
+    # GIVEN two user stacks that differ only above a broken frame chain (heap words)
+    symbolizer = CountingSymbolizer()
+    collector = Collector(ProcessRegistry(FIXTURES), symbolizer)
+    heap = 0x55D0C1BC4010
+    collector.add([sample((LIBC_TEXT, heap, SERVER_TEXT), 2), sample((LIBC_TEXT, heap + 8), 5)])
+    # WHEN the interval is taken THEN they are one sample of 7, ending in [broken frame chain]
+    profile = collector.take(start_ns=0, duration_ns=1, frequency_hz=99, host="h", counters={})
+    assert [(s.count, s.stack[-1]) for s in profile.samples] == [(7, BROKEN_CHAIN)]
+    assert profile.counters["user_stacks_cut"] == 7
