@@ -76,13 +76,12 @@ class Pipeline:
         """Split, label and export one interval; returns the number of targets exported."""
         split = self.targeter.split(profile)
         written = 0
-        for target in split.targets:
-            if self.disk is not None:
-                try:
-                    self.disk.export(target)
-                    written += 1
-                except OSError as exc:  # a full disk must not stop sampling
-                    log.warning("disk exporter could not write a profile: %s", exc)
+        if self.disk is not None and split.targets:
+            paths, failed = self.disk.export_all(split.targets)
+            written = len(paths)
+            if failed:  # a full disk must not stop sampling
+                log.warning("disk exporter could not write %d of %d profiles: %s", len(failed),
+                            len(split.targets), failed[0])
         for remote in self.remotes:
             remote.export_all(split.targets)
         self.last_targets = len(split.targets)

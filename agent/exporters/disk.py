@@ -1,22 +1,28 @@
 """Disk exporter: one gzip-compressed pprof file per profile in a directory.
 
-Stage: exporter. In: ``agent.model.Profile`` values. Out: files named
-``hostflame-<UTC start, 20231114T221320Z>-<host>[-<service_name>].pb.gz`` (``-1``, ``-2``...
-appended when a name is taken), written atomically. Retention, applied to its own files after
-each write: ``max_files`` (newest kept), ``max_age_s`` (older files removed) and
-``max_total_bytes`` (oldest removed until the directory's hostflame files fit).
+Stage: exporter. In: ``agent.model.Profile`` values, one at a time or an interval's targets at
+once. Out: files named ``hostflame-<UTC start, 20231114T221320Z>-<host>[-<service_name>].pb.gz``
+(``-1``, ``-2``... appended when a name is taken). A batch is written as hidden temporaries,
+made durable with one ``syncfs`` of the directory's filesystem, then renamed: a reader or a
+crash never leaves a partial file under a final name, and a hundred targets cost one flush,
+not a hundred ``fsync`` calls. Retention, applied to its own files after each batch:
+``max_files`` (newest kept), ``max_age_s`` (older files removed) and ``max_total_bytes``
+(oldest removed until the directory's hostflame files fit).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from agent.errors import UsageError
-from agent.exporters.files import OutputError, write_atomic
+from agent.exporters.files import FILE_MODE, OutputError, output_error
 from agent.model import Profile, TargetProfile
 from agent.pprof import build_pprof
 
@@ -65,9 +71,49 @@ class DiskExporter:
             self.write(profile)
 
     def write(self, profile: Profile, service: str = "") -> Path:
-        """Write ``profile``; returns the new file's path. Many targets of one interval can share
-        a name (a hundred workers of one executable): the suffix to try next is remembered per
-        name, so that costs one existence check per file, not one per file before it."""
+        """Write ``profile``; returns the new file's path. Raises ``OutputError`` naming it."""
+        written, failed = self.write_all([(profile, service)])
+        if failed:
+            raise failed[0]
+        return written[0]
+
+    def export_all(self, targets: Sequence[TargetProfile]) -> tuple[list[Path], list[OutputError]]:
+        """One interval's targets as one batch: see ``write_all``."""
+        return self.write_all([(t.profile, t.label("service_name")) for t in targets])
+
+    def write_all(self, profiles: Sequence[tuple[Profile, str]]) -> tuple[list[Path], list[OutputError]]:
+        """Write each (profile, service name) as a new file; returns the paths written and the
+        errors of those that could not be (the others are written all the same)."""
+        pending: list[tuple[Path, Path]] = []  # (temporary, final)
+        failed: list[OutputError] = []
+        for profile, service in profiles:
+            path = self._free_path(profile, service)
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                _write_new(tmp, build_pprof(profile))
+                pending.append((tmp, path))
+            except OSError as exc:
+                failed.append(output_error(path, exc))
+        if pending:
+            _sync_filesystem(self.directory)
+        written = []
+        for tmp, path in pending:
+            try:
+                os.replace(tmp, path)
+                written.append(path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                failed.append(output_error(path, exc))
+        self.written += len(written)
+        if written and (self.max_files is not None or self.max_age_s > 0 or self.max_total_bytes > 0):
+            self._prune(keep=set(written))
+        return written, failed
+
+    def _free_path(self, profile: Profile, service: str) -> Path:
+        """A name no file has. Many targets of one interval can share a name (a hundred workers
+        of one executable): the suffix to try next is remembered per name, so that costs one
+        existence check per file, not one per file before it."""
         base = file_name(profile, service=service)
         if base not in self._next_attempt and len(self._next_attempt) >= 4096:
             self._next_attempt.clear()  # names of past intervals: their stamps do not come back
@@ -77,17 +123,13 @@ class DiskExporter:
             attempt += 1
             path = self.directory / file_name(profile, attempt, service)
         self._next_attempt[base] = attempt + 1
-        write_atomic(path, build_pprof(profile))
-        self.written += 1
-        if self.max_files is not None or self.max_age_s > 0 or self.max_total_bytes > 0:
-            self._prune(keep=path)
         return path
 
     def close(self, grace_s: float = 0.0) -> None:
         """Nothing is held open between exports."""
 
-    def _prune(self, keep: Path) -> None:
-        """Apply the retention limits to our own files; the file just written (``keep``) stays."""
+    def _prune(self, keep: set[Path]) -> None:
+        """Apply the retention limits to our own files; the files just written (``keep``) stay."""
         ours = []
         for p in self.directory.iterdir():
             if p.name.startswith(PREFIX) and p.name.endswith(SUFFIX):
@@ -111,7 +153,7 @@ class DiskExporter:
                 doomed.append(p)
                 total -= size
         for old in dict.fromkeys(doomed):
-            if old == keep:
+            if old in keep:
                 continue
             try:
                 old.unlink()
@@ -119,3 +161,46 @@ class DiskExporter:
                 pass
             except OSError as exc:
                 log.warning("cannot remove old profile %s: %s (check the directory's permissions)", old, exc)
+
+
+def _write_new(tmp: Path, data: bytes) -> None:
+    """``data`` into a new file ``tmp`` (not flushed: the batch's syncfs does that). A
+    temporary left by a crash is replaced; a symlink is never followed. On failure nothing is
+    left."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, FILE_MODE)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # the umask may have narrowed what open gave
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _sync_filesystem(directory: Path) -> None:
+    """Flush every written file of ``directory``'s filesystem to disk in one call (syncfs(2));
+    on a libc without it, or if it fails, ``os.sync``."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        os.sync()
+        return
+    try:
+        syncfs = getattr(_LIBC, "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+

@@ -21,8 +21,8 @@ from agent.folded import render_folded
 from agent.model import Profile
 from agent.pprof import build_pprof
 
-__all__ = ["FilesExporter", "OutputError", "OutputFormat", "check_outputs", "format_for", "render", "write_atomic",
-           "write_outputs"]
+__all__ = ["FilesExporter", "OutputError", "OutputFormat", "check_outputs", "format_for", "output_error", "render",
+           "write_atomic", "write_outputs"]
 
 FILE_MODE = 0o644
 
@@ -108,7 +108,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise _output_error(path, exc) from exc
+        raise output_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
@@ -120,11 +120,11 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         if isinstance(exc, OSError):
-            raise _output_error(path, exc) from exc
+            raise output_error(path, exc) from exc
         raise
 
 
-def _output_error(path: Path, exc: OSError) -> OutputError:
+def output_error(path: Path, exc: OSError) -> OutputError:
     error = OutputError(f"cannot write {path}: {exc.strerror or exc}")
     error.errno = exc.errno
     return error

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.exporters import disk
 from agent.exporters.disk import DiskExporter
 from agent.labels import Targeter
 from agent.model import TargetProfile
@@ -85,3 +86,46 @@ def test_oldest_files_go_when_the_total_size_is_over_the_limit(tmp_path: Path) -
         paths.append(path)
     assert sorted(tmp_path.iterdir()) == paths[3:]
     assert sum(p.stat().st_size for p in tmp_path.iterdir()) <= 3 * size
+
+
+def test_an_interval_is_written_with_one_flush_and_leaves_no_temporaries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the filesystem flushes counted (the real syncfs still runs)
+    flushes: list[Path] = []
+    real_sync = disk._sync_filesystem
+    monkeypatch.setattr(disk, "_sync_filesystem", lambda d: (flushes.append(d), real_sync(d)))
+    # WHEN one interval's three targets are exported
+    written, failed = DiskExporter(tmp_path).export_all([target("api"), target("db"), target("web")])
+    # THEN three files, one flush before they got their names, no hidden temporary left
+    assert not failed and len(written) == 3
+    assert flushes == [tmp_path]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in written)
+
+
+def test_a_target_that_cannot_be_written_does_not_stop_the_others(tmp_path: Path) -> None:
+    # GIVEN a directory squatting on the temporary name of the "db" target's file
+    squat = tmp_path / ".hostflame-20231114T221320Z-node-1-db.pb.gz.tmp"
+    squat.mkdir()
+    # WHEN the interval is exported
+    written, failed = DiskExporter(tmp_path).export_all([target("api"), target("db"), target("web")])
+    # THEN "api" and "web" are written, and the error names the file "db" would have been
+    assert [p.name for p in written] == ["hostflame-20231114T221320Z-node-1-api.pb.gz",
+                                         "hostflame-20231114T221320Z-node-1-web.pb.gz"]
+    assert len(failed) == 1 and "hostflame-20231114T221320Z-node-1-db.pb.gz" in str(failed[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([squat.name, *(p.name for p in written)])
+
+
+def test_a_temporary_left_by_a_crash_is_replaced_and_a_symlink_not_followed(tmp_path: Path) -> None:
+    # GIVEN the temporary name of the next file is a symlink to a file outside the directory
+    outside = tmp_path.parent / f"{tmp_path.name}-victim"
+    outside.write_bytes(b"precious")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / ".hostflame-20231114T221320Z-node-1-api.pb.gz.tmp").symlink_to(outside)
+    # WHEN the profile is written
+    path = DiskExporter(exports).write(target("api").profile, "api")
+    # THEN the file is a real pprof, the symlink is gone, and the file it pointed to untouched
+    assert path.read_bytes()[:2] == b"\x1f\x8b" and not path.is_symlink()
+    assert [p.name for p in exports.iterdir()] == [path.name]
+    assert outside.read_bytes() == b"precious"
