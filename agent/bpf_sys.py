@@ -24,6 +24,7 @@ BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 BPF_ATTR_SIZE = 128  # zero-padded: the kernel accepts a larger attr when the tail is zero
 BPF_OBJ_NAME_LEN = 16
@@ -56,8 +57,12 @@ def _check(result: int) -> int:
     return result
 
 
+_SYS_BPF = ctypes.c_long(SYS_BPF)
+_UNSUPPORTED = (22, 95, 524)  # EINVAL, EOPNOTSUPP, ENOTSUPP: a command this kernel or map type lacks
+
+
 def bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
-    return int(_check(_syscall(ctypes.c_long(SYS_BPF), ctypes.c_long(cmd), attr, ctypes.c_uint(len(attr)))))
+    return int(_check(_syscall(_SYS_BPF, ctypes.c_long(cmd), attr, ctypes.c_uint(len(attr)))))
 
 
 def _name(name: str) -> bytes:
@@ -113,6 +118,11 @@ class BpfMap:
         self._value = ctypes.create_string_buffer(value_size)
         self._batch: tuple[ctypes.Array[ctypes.c_char], ...] | None = None
         self.batch_supported = True
+        self.take_supported = True  # BPF_MAP_LOOKUP_AND_DELETE_ELEM (stack trace maps: 6.x)
+        # The key and value buffers never move: one attr per command, built once.
+        self._take_attr = ctypes.create_string_buffer(32)
+        struct.pack_into("=IIQQQ", self._take_attr, 0, fd, 0, ctypes.addressof(self._key),
+                         ctypes.addressof(self._value), 0)
 
     def _elem(self, cmd: int, key: bytes | None, second: ctypes.Array[ctypes.c_char] | None, flags: int = 0) -> None:
         if key is not None:
@@ -128,6 +138,23 @@ class BpfMap:
         except FileNotFoundError:
             return None
         return self._value.raw
+
+    def take(self, key: bytes) -> bytes | None:
+        """Read and delete one entry: one syscall where the kernel can (lookup-and-delete),
+        else a lookup and a delete. None when it is absent."""
+        if self.take_supported:
+            ctypes.memmove(self._key, key, self.key_size)
+            try:
+                bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, self._take_attr)
+                return self._value.raw
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                self.take_supported = False
+        value = self.lookup(key)
+        return value if value is not None and self.delete(key) else None
 
     def update(self, key: bytes, value: bytes) -> None:
         ctypes.memmove(self._value, value, self.value_size)
@@ -166,7 +193,7 @@ class BpfMap:
             try:
                 return self._take_batch()
             except OSError as exc:
-                if exc.errno not in (22, 95, 524):  # EINVAL, EOPNOTSUPP, ENOTSUPP
+                if exc.errno not in _UNSUPPORTED:
                     raise
                 self.batch_supported = False
         out = []

@@ -81,7 +81,6 @@ class FdSampler:
         self.frequency_hz = options.frequency_hz
         self._sampling_fds: list[int] = []
         self._tracepoint_fds: list[int] = []
-        self._read_ids: list[list[bytes]] = [[], []]  # stack ids read since the last clear
 
     def _check_layouts(self) -> None:
         expected = {"counts0": (bpf_abi.SAMPLE_KEY_SIZE, 8), "stacks0": (4, bpf_abi.STACK_VALUE_SIZE),
@@ -160,11 +159,11 @@ class FdSampler:
         return [decode_count(k, v) for k, v in self._counts[generation].take_all()]
 
     def read_stack(self, generation: int, stack_id: int) -> tuple[int, ...]:
-        key = _U32.pack(stack_id)
-        raw = self._stacks[generation].lookup(key)
+        """The stack's addresses; it leaves the inactive map as it is read (the drain reads
+        each id once), in one syscall where the kernel can look up and delete at once."""
+        raw = self._stacks[generation].take(_U32.pack(stack_id))
         if raw is None:
             return ()
-        self._read_ids[generation].append(key)
         ips = _STACK.unpack(raw)
         try:
             return ips[:ips.index(0)]
@@ -172,13 +171,9 @@ class FdSampler:
             return ips
 
     def clear_stacks(self, generation: int) -> None:
-        """Delete the stacks read (one syscall each), then whatever is left (stacks of samples
-        whose count was lost): cost follows the unique stacks of the generation."""
-        stacks = self._stacks[generation]
-        for key in self._read_ids[generation]:
-            stacks.delete(key)
-        self._read_ids[generation] = []
-        stacks.clear()
+        """Delete what is left after the reads (stacks of samples whose count was lost): cost
+        follows the unique stacks of the generation."""
+        self._stacks[generation].clear()
 
     def read_counters(self) -> tuple[int, ...]:
         """Every per-CPU counter, summed over CPUs, indexed by bpf_abi.COUNTER_*."""
