@@ -103,9 +103,8 @@ def test_slow_server_times_out(server: _Server, tmp_path: Path) -> None:
     server.delay_s = 3.0
     server.files["/buildid/abcd/debuginfo"] = b"x"
     debuginfod = Debuginfod([server.url], str(tmp_path), timeout_s=(0.5, 0.5))
-    started = time.monotonic()
+    # the server would answer with the file after 3 s: None and an error mean the timeout cut it
     assert debuginfod.fetch(bytes.fromhex("abcd")) is None
-    assert time.monotonic() - started < 2.5
     assert debuginfod.counters["errors"] == 1
 
 
@@ -132,11 +131,11 @@ def test_background_fetcher_never_blocks(server: _Server, tmp_path: Path) -> Non
     server.delay_s = 1.0
     server.files["/buildid/abcd/debuginfo"] = b"z"
     fetcher = BackgroundFetcher(Debuginfod([server.url], str(tmp_path)))
-    # WHEN a build-id is requested (twice), THEN the call returns at once
-    started = time.monotonic()
+    # WHEN a build-id is requested (twice), THEN the calls return before the file could have
+    # arrived (had they waited for the server, it would be there)
     fetcher.request(bytes.fromhex("abcd"))
     fetcher.request(bytes.fromhex("abcd"))
-    assert time.monotonic() - started < 0.1
+    assert fetcher.arrived() == []
     # AND the file arrives later, fetched once
     deadline = time.monotonic() + 10
     arrived: list[bytes] = []
