@@ -33,6 +33,7 @@ from typing import Any
 
 from tests.benchmarks.common import (
     HOSTFLAME,
+    PPROF,
     Settings,
     artifacts_dir,
     build_dir,
@@ -49,7 +50,7 @@ from tests.benchmarks.common import (
 )
 from tests.benchmarks.output import Table, progress, say, target, write_result
 from tests.benchmarks.run_overhead import NO_GOVERNOR, READY
-from tests.benchmarks.vs_bcc import HOSTFLAME_UNNAMED_PREFIXES, bcc_env, hostflame_shares, is_unnamed
+from tests.benchmarks.vs_bcc import HOSTFLAME_UNNAMED_PREFIXES, FrameShare, bcc_env, is_unnamed
 from tests.fixtures.build import build_c
 
 NAME = "footprint"
@@ -262,19 +263,27 @@ def long_run(settings: Settings, tmp: Path, tag: str, churn: bool) -> dict[str, 
     return result
 
 
-def true_naming(export: Path) -> dict[str, Any]:
-    """Of the samples of comm ``true`` in every profile written: frames named, leaves named."""
+def true_naming(export: Path, batch: int = 400) -> dict[str, Any]:
+    """Of the samples of comm ``true`` in every profile written: frames named, leaves named.
+    Exec churn writes thousands of small files (every sampled ``true`` process is a target):
+    Google pprof merges them ``batch`` at a time (``-proto``), and each merged profile is
+    read once."""
+    share = FrameShare()
     samples = leaf_named = 0
-    frames = named = 0
-    for profile in sorted(export.glob("*.pb.gz")):
-        share = hostflame_shares(profile, frozenset({"true"}))
-        frames += share.workload_frames
-        named += share.workload_named
-        for stack, count, labels in pprof_samples(profile):
-            if dict(labels).get("comm") == "true":
+    files = sorted(export.glob("*.pb.gz"))
+    merged = export.parent / f"{export.name}-merged.pb.gz"
+    for start in range(0, len(files), batch):
+        proc = subprocess.run([str(PPROF), "-proto", "-symbolize=none", *map(str, files[start:start + batch])],
+                              capture_output=True, timeout=600, check=True)
+        merged.write_bytes(proc.stdout)
+        for stack, count, labels in pprof_samples(merged):
+            comm = dict(labels).get("comm", "")
+            share.add(comm, list(stack), count, HOSTFLAME_UNNAMED_PREFIXES, comm == "true")
+            if comm == "true":
                 samples += count
                 leaf_named += count if stack and not is_unnamed(stack[0], HOSTFLAME_UNNAMED_PREFIXES) else 0
-    return {"true_samples": samples, "true_frames_named_percent": 100.0 * ratio(named, frames),
+    return {"true_samples": samples, "true_frames_named_percent": 100.0 * ratio(share.workload_named,
+                                                                                share.workload_frames),
             "true_leaf_named_percent": 100.0 * ratio(leaf_named, samples)}
 
 
