@@ -6,7 +6,11 @@ values, and how many targets the rules dropped.
 
 A target is a container (its id), else a systemd service (the innermost ``*.service`` of the
 cgroup path), else a process (pid); kernel threads (no executable, no mappings) form one
-``kernel`` target. Series labels before the rules: ``service_name``, ``host``, ``container_id``
+``kernel`` target. Processes that were gone before the agent could read them (a short-lived
+program: its first sample is announced after it exited, so nothing of its cgroup, executable
+or maps is known) form one target per comm, ``gone:COMM``, without a ``pid`` series label:
+under exec churn a series (and a file) per dead pid would cost more than it tells, and each
+sample keeps its pid. Series labels before the rules: ``service_name``, ``host``, ``container_id``
 (containers, with ``container_name`` when the runtime names it), ``namespace``, ``pod``,
 ``container``, ``node`` (Kubernetes pods), ``systemd_unit`` (services), ``pid`` and ``exe``
 (processes), the static labels, and every ``__meta_*`` label of the target's busiest process. After the rules every name
@@ -26,6 +30,7 @@ from agent.relabel import RelabelRule, apply_rules
 __all__ = ["KERNEL_TARGET", "SplitResult", "Targeter", "infer_service_name", "target_key"]
 
 KERNEL_TARGET = "kernel"
+GONE_PREFIX = "gone:"  # processes never read: one target per comm
 SAMPLE_LABELS = ("comm",)  # string labels a sample keeps inside its target's profile
 K8S_SERIES_LABELS = (("namespace", "__meta_kubernetes_namespace"), ("pod", "__meta_kubernetes_pod_name"),
                      ("container", "__meta_kubernetes_pod_container_name"),
@@ -48,6 +53,8 @@ def target_key(meta: dict[str, str], info: ProcessInfo | None) -> str:
         return f"systemd:{meta['__meta_systemd_unit']}"
     if info is not None and info.is_kernel_thread:
         return KERNEL_TARGET
+    if info is not None and not info.alive:
+        return f"{GONE_PREFIX}{info.comm}"
     return f"process:{meta.get('__meta_process_pid', '0')}"
 
 
@@ -105,7 +112,8 @@ class Targeter:
                 cached = meta_cache.get(pkey)
                 if cached is None:
                     meta = discover(info, profile.host, self.providers)
-                    cached = meta_cache[pkey] = (meta, target_key(meta, info))
+                    # a sample without ProcessInfo is keyed by its own labels, never "gone"
+                    cached = meta_cache[pkey] = (meta, target_key(meta, sample.process))
                 key = cached[1]
                 slot = (info, groups.setdefault(key, []), weight.setdefault(key, {}), pkey)
                 if sample.process is not None:  # the slot holds the object, so its id stays its own
@@ -142,7 +150,7 @@ class Targeter:
                     labels[name] = meta[source]
         elif key.startswith("systemd:"):
             labels["systemd_unit"] = meta["__meta_systemd_unit"]
-        elif key != KERNEL_TARGET:
+        elif key != KERNEL_TARGET and not key.startswith(GONE_PREFIX):
             labels["pid"] = meta.get("__meta_process_pid", "0")
             if meta.get("__meta_process_exe"):
                 labels["exe"] = meta["__meta_process_exe"]

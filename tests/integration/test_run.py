@@ -51,3 +51,24 @@ def test_run_writes_each_interval_and_flushes_on_sigterm(
     assert not list(export.glob("*.tmp*")) and not list(export.glob(".*"))
     # AND one summary line per interval was logged
     assert err.count("interval:") >= 2
+
+
+def test_processes_gone_before_they_were_read_share_a_file_per_interval(tmp_path: Path, pprof_tool: Path) -> None:
+    # GIVEN exec churn: a shell running /bin/true in a loop (each lives about a millisecond, so
+    # most are gone before the agent, told of their first sample, can read them)
+    export = tmp_path / "profiles"
+    churn = subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"])
+    try:
+        # WHEN the daemon runs for two 3 s intervals
+        result = subprocess.run([str(HOSTFLAME), "run", "--duration", "6", "--interval", "3", "--export-dir",
+                                 str(export)], capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        churn.kill()
+        churn.wait()
+    assert result.returncode == 0, result.stderr
+    # THEN the `true` samples of many processes are in a few files (one per interval for those
+    # never read, plus one each for the few read in time), every sample with its own pid
+    files = sorted(export.glob("*-true*.pb.gz"))
+    pids = {pid for f in files for t in pprof_traces(pprof_tool, f) for pid in t.labels.get("pid", [])}
+    assert len(pids) >= 20, (len(pids), [f.name for f in files])
+    assert len(files) * 3 <= len(pids), (len(pids), [f.name for f in files])

@@ -131,3 +131,25 @@ def test_samples_without_process_info_are_targets_by_their_own_labels() -> None:
 ])
 def test_service_name_inference_order(meta: dict[str, str], expected: str) -> None:
     assert infer_service_name(meta) == expected
+
+
+def test_processes_gone_before_they_were_read_are_one_target_per_comm() -> None:
+    # GIVEN three `true` processes and one `sed` that exited before their snapshot (nothing but
+    # comm known), and a live `true` that was read
+    def gone(pid: int, comm: str) -> ProcessInfo:
+        return ProcessInfo(pid=pid, incarnation=pid, start_time_ticks=0, comm=comm, exe="", cmdline=(), cgroup="",
+                           container_id="", mappings=(), alive=False)
+    dead = [gone(100, "true"), gone(101, "true"), gone(102, "true"), gone(103, "sed")]
+    live = proc(104, "/usr/bin/true", comm="true")
+    profile = make_profile(*(smp(info, n) for info, n in zip(dead, (1, 2, 3, 4), strict=True)), smp(live, 5))
+    # WHEN split
+    by_key = {t.key: t for t in Targeter().split(profile).targets}
+    # THEN the dead `true`s are one target and `sed` another, labelled by comm and without a pid
+    # series label; the live one stays a process target
+    assert set(by_key) == {"gone:true", "gone:sed", "process:104"}
+    assert dict(by_key["gone:true"].labels) == {"service_name": "true", "host": "node-1"}
+    assert dict(by_key["gone:sed"].labels) == {"service_name": "sed", "host": "node-1"}
+    assert dict(by_key["process:104"].labels)["pid"] == "104"
+    # AND each sample keeps its own pid
+    assert [(s.count, s.num_labels) for s in by_key["gone:true"].profile.samples] == [
+        (1, (("pid", 100),)), (2, (("pid", 101),)), (3, (("pid", 102),))]
