@@ -63,6 +63,23 @@ class DiskExporter:
             error = OutputError(f"cannot create profile directory {self.directory}: {exc.strerror or exc}")
             error.errno = exc.errno
             raise error from exc
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporaries a crashed run left between writing and renaming (one writer per
+        directory: none of them is being written now) are half-written files: they go."""
+        try:
+            names = [p for p in self.directory.iterdir() if p.name.startswith(f".{PREFIX}")
+                     and p.name.endswith(f"{SUFFIX}.tmp")]
+        except OSError:
+            return  # unreadable: the first write will say so
+        for stale in names:
+            try:
+                stale.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove a temporary left by an earlier run, %s: %s", stale, exc.strerror or exc)
 
     def export(self, profile: Profile | TargetProfile) -> None:
         if isinstance(profile, TargetProfile):

@@ -129,3 +129,17 @@ def test_a_temporary_left_by_a_crash_is_replaced_and_a_symlink_not_followed(tmp_
     assert path.read_bytes()[:2] == b"\x1f\x8b" and not path.is_symlink()
     assert [p.name for p in exports.iterdir()] == [path.name]
     assert outside.read_bytes() == b"precious"
+
+
+def test_temporaries_left_by_a_crashed_run_are_removed_at_start(tmp_path: Path) -> None:
+    # GIVEN a crashed run's temporary (written, never renamed), one of ours and someone else's file
+    stale = tmp_path / ".hostflame-20231114T221320Z-node-1-api.pb.gz.tmp"
+    stale.write_bytes(b"\x1f\x8b half")
+    finished = tmp_path / "hostflame-20231114T221320Z-node-1-db.pb.gz"
+    finished.write_bytes(b"done")
+    other = tmp_path / ".editor.tmp"
+    other.write_text("not ours")
+    # WHEN an exporter starts on the directory
+    DiskExporter(tmp_path)
+    # THEN only the temporary is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([finished.name, other.name])
