@@ -223,10 +223,10 @@ class Symbolizer:
     def _age_pid_indexes(self) -> None:
         """End an interval: a process not looked up in it loses its index; one that was keeps
         the answers that cannot change while its maps stay (named frames, addresses outside
-        code), so a live process's steady stacks are not looked up
-        again each interval and stay the same objects (the profile builder caches by
-        identity). JIT names (code is recycled) and unnamed frames (a binary that could not
-        be read may be readable now) are looked up again."""
+        code), so a live process's steady stacks are not looked up again each interval and
+        stay the same objects (the profile builder caches by identity). JIT names (code is
+        recycled) and unnamed frames (a binary that could not be read may be readable now)
+        are looked up again."""
         jit = FrameKind.JIT
         for pid, index in list(self._pids.items()):
             if not index.memo:
