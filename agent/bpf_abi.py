@@ -33,7 +33,8 @@ COUNTER_USTACK_NOMEM = 8
 COUNTER_USTACK_MISSING = 9
 COUNTER_EVENTS_LOST = 10
 COUNTER_PIDS_FULL = 11
-COUNTER_SIZE = 12
+COUNTER_NEW_KEYS = 12
+COUNTER_SIZE = 13
 
 EVENT_NEW_PROCESS = 1
 EVENT_EXEC = 2
@@ -53,6 +54,7 @@ COUNTER_NAMES = (
     "user_stack_missing",
     "process_events_lost",
     "pids_map_full",
+    "new_keys",
 )
 
 

@@ -134,7 +134,8 @@ def run(config: RunConfig) -> int:
         log.debug("could not lower the agent's priority")
     closed = False
     try:
-        with profiling_session(config.frequency_hz, on_snapshot=pipeline.observe) as (session, sampler):
+        with (profiling_session(config.frequency_hz, on_snapshot=pipeline.observe) as (session, sampler),
+              sampler.signals_end_waits()):
             sampler.attach()
             session.start()
             log.info("profiling every CPU at %d Hz; a profile per target every %g s %s",
@@ -143,9 +144,10 @@ def run(config: RunConfig) -> int:
             started = time.monotonic()
             loop.governor.start(started, agent_cpu_seconds())
             next_cut = started + config.interval_s
+            end = started + config.duration_s if config.duration_s else float("inf")
             while not stop_signal:
                 now = time.monotonic()
-                if config.duration_s and now - started >= config.duration_s:
+                if now >= end:
                     break
                 if now >= next_cut:
                     loop.cut()
@@ -153,7 +155,7 @@ def run(config: RunConfig) -> int:
                     if next_cut <= now:  # the loop was held up (a starved agent yields): no empty catch-up cuts
                         next_cut = now + config.interval_s
                 loop.govern(now)
-                session.tick(max(0.0, min(next_cut - time.monotonic(), 0.1)))
+                session.tick(max(0.0, min(next_cut, end) - time.monotonic()))
             ended = time.monotonic()
             sampler.detach()
             session.final_drain()

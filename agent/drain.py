@@ -31,6 +31,7 @@ class Sampler(Protocol):
     def read_stack(self, generation: int, stack_id: int) -> tuple[int, ...]: ...
     def clear_stacks(self, generation: int) -> None: ...
     def read_counters(self) -> tuple[int, ...]: ...
+    def read_counter(self, index: int) -> int: ...
     def poll_events(self, timeout_ms: int) -> list[ProcessEvent]: ...
 
 
@@ -77,11 +78,18 @@ class Drainer:
         self._on_events = on_events
         self._drained = 0
         self._stacks_missing = 0
+        self._keys_at_flip = 0
+
+    def keys_since_drain(self) -> int:
+        """Counts-map keys BPF created since the last flip: the unique stacks waiting in the
+        maps are at most twice this (one user, one kernel each). One bpf() call."""
+        return self._sampler.read_counter(bpf_abi.COUNTER_NEW_KEYS) - self._keys_at_flip
 
     def drain(self) -> list[DrainedSample]:
         """Flip the generation and return everything the previous one recorded."""
         old = self._sampler.generation()
         self._sampler.set_generation(1 - old)
+        self._keys_at_flip = self._sampler.read_counter(bpf_abi.COUNTER_NEW_KEYS)
         time.sleep(FLIP_GRACE_S)
         # Events announcing processes in these samples were sent before the samples were
         # counted: hand them on first so the registry snapshots before lookups.

@@ -9,9 +9,12 @@ on it with PERF_EVENT_IOC_SET_BPF; the sched tracepoints are perf events of type
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 from agent import bpf_abi, bpf_object, bpf_sys
@@ -175,6 +178,11 @@ class FdSampler:
         follows the unique stacks of the generation."""
         self._stacks[generation].clear()
 
+    def read_counter(self, index: int) -> int:
+        """One per-CPU counter, summed over CPUs (one bpf() call)."""
+        raw = self._counters.lookup(_U32.pack(index))
+        return sum(struct.unpack(f"={self._per_cpu_values}Q", raw)) if raw else 0
+
     def read_counters(self) -> tuple[int, ...]:
         """Every per-CPU counter, summed over CPUs, indexed by bpf_abi.COUNTER_*."""
         totals = []
@@ -187,10 +195,27 @@ class FdSampler:
 
     def poll_events(self, timeout_ms: int) -> list[ProcessEvent]:
         """Events of every CPU's ring in the order they happened (rings are read one CPU after
-        another, so an exit on CPU 0 would otherwise come before its first sample on CPU 1)."""
+        another, so an exit on CPU 0 would otherwise come before its first sample on CPU 1);
+        when there are none, waits up to ``timeout_ms`` for the first, or for a byte on
+        ``wakeup_fd``."""
         events = [decode_event(raw) for raw in self._events.read(timeout_ms)]
         events.sort(key=lambda e: e.time_ns)
         return events
+
+    @contextlib.contextmanager
+    def signals_end_waits(self) -> Iterator[None]:
+        """Inside, a signal ends a ``poll_events`` wait at once (its byte lands on the events
+        poller's pipe), so the caller's handler is acted on without waiting out a timeout.
+        Outside the main thread, where Python allows no wakeup fd, waits end by timeout."""
+        try:
+            previous = signal.set_wakeup_fd(self._events.wakeup_fd, warn_on_full_buffer=False)
+        except ValueError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(previous)
 
     # --- telemetry --------------------------------------------------------------------------
     def map_memory_bytes(self) -> int:

@@ -4,8 +4,10 @@ In: the events map (a perf event array) and the online CPUs. Out: the raw record
 with ``perf_submit``, and how many the kernel dropped (PERF_RECORD_LOST). One
 ``PERF_COUNT_SW_BPF_OUTPUT`` event per CPU, its ring mmapped, its fd stored in the map at
 the CPU's index; ``read`` walks every ring from tail to head and moves the tail on.
-A poller is woken when a ring holds ``wakeup_bytes`` (a page: ~85 events), not per event,
-so a burst of process churn costs a few wake-ups; the caller's poll timeout bounds latency.
+A poller is woken by the first event written after it went to sleep (``wakeup_events`` 1):
+a host where nothing starts costs no wake-ups at all, and the caller batches a burst by
+waiting a moment before it reads again. ``wakeup_fd`` is the write end of a pipe the poller
+also watches: made Python's signal wakeup fd, a signal ends the wait at once.
 """
 
 from __future__ import annotations
@@ -82,15 +84,16 @@ class Ring:
 class PerfBuffer:
     """Every online CPU's ring of one BPF_PERF_OUTPUT map."""
 
-    def __init__(self, events_map: bpf_sys.BpfMap, cpus: Sequence[int], pages: int,
-                 wakeup_bytes: int = mmap.PAGESIZE):
+    def __init__(self, events_map: bpf_sys.BpfMap, cpus: Sequence[int], pages: int):
         self._rings: list[Ring] = []
         self._poll = select.poll()
+        self._wake_r, self.wakeup_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poll.register(self._wake_r, select.POLLIN)
         try:
             for cpu in cpus:
                 attr = bpf_sys.perf_event_attr(
                     type_=bpf_sys.PERF_TYPE_SOFTWARE, config=bpf_sys.PERF_COUNT_SW_BPF_OUTPUT, period_or_freq=1,
-                    sample_type=bpf_sys.PERF_SAMPLE_RAW, wakeup_bytes=wakeup_bytes, disabled=False)
+                    sample_type=bpf_sys.PERF_SAMPLE_RAW, wakeup_events=1, disabled=False)
                 fd = bpf_sys.perf_event_open(attr, pid=-1, cpu=cpu)
                 try:
                     ring = Ring.open(fd, pages)
@@ -106,16 +109,23 @@ class PerfBuffer:
         self.lost = 0
 
     def read(self, timeout_ms: int) -> list[bytes]:
-        """Records in every ring, waiting up to ``timeout_ms`` for the first when none is there."""
+        """Records in every ring, waiting up to ``timeout_ms`` for the first when none is there
+        (a byte written to ``wakeup_fd`` ends the wait too)."""
         records: list[bytes] = []
         for ring in self._rings:
             self.lost += ring.read(records)
-        if records or timeout_ms <= 0:
+        if records:
+            self._poll.poll(0)  # spend the wake-ups these records raised: a later wait is for new ones
             return records
-        try:
-            ready = self._poll.poll(timeout_ms)
-        except InterruptedError:
+        if timeout_ms <= 0:
             return records
+        ready = self._poll.poll(timeout_ms)
+        if any(fd == self._wake_r for fd, _ in ready):
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
         if ready:
             for ring in self._rings:
                 self.lost += ring.read(records)
@@ -125,3 +135,7 @@ class PerfBuffer:
         for ring in self._rings:
             ring.close()
         self._rings = []
+        for fd in (self._wake_r, self.wakeup_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self.wakeup_fd = -1

@@ -34,7 +34,7 @@ def sample_profile(frequency_hz: int, pids: tuple[int, ...], duration_s: float) 
         nonlocal stop
         stop = True
 
-    with profiling_session(frequency_hz, pids) as (session, sampler):
+    with profiling_session(frequency_hz, pids) as (session, sampler), sampler.signals_end_waits():
         previous = signal.signal(signal.SIGINT, on_signal)
         try:
             sampler.attach()

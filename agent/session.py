@@ -7,12 +7,14 @@ In: a loaded sampler and the session's settings. Out: ``Profile`` values, one pe
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agent import bpf_abi
 from agent.bpf_abi import ProcessEvent
 from agent.collect import Collector, SymbolizerLike
 from agent.drain import Drainer, DrainStats, Sampler
@@ -21,8 +23,14 @@ from agent.processes import ProcessRegistry
 
 log = logging.getLogger(__name__)
 
-EVENT_POLL_MS = 100  # how long one tick may wait for process events
-DRAIN_EVERY_S = 1.0  # counts and stacks are read this often, whatever the interval
+# After a wake that brought process events, the next read waits until this long after it: a
+# burst of churn is read in batches, and a new process is snapshotted at most this late.
+EVENT_BATCH_S = 0.1
+DRAIN_CHECK_S = 1.0  # how often the maps' fill is looked at (one bpf() call)
+# New counts-map keys since the last drain that make one due. Each brings at most two new
+# stacks, so the stack map is never much above 1/32 full: its collisions (-EEXIST, a lost
+# stack) grow with its fill. A steady workload, whose stacks repeat, drains at the cut only.
+DRAIN_NEW_KEYS = bpf_abi.STACK_MAP_SIZE // 64
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,8 @@ class SessionSettings:
     frequency_hz: int = 99
     proc_root: Path = Path("/proc")
     host: str = ""
-    drain_every_s: float = DRAIN_EVERY_S
+    drain_check_s: float = DRAIN_CHECK_S
+    drain_new_keys: int = DRAIN_NEW_KEYS
 
 
 class Session:
@@ -46,31 +55,44 @@ class Session:
         self._host = settings.host or socket.gethostname()
         self._interval_start_ns = time.time_ns()
         self._interval_start_mono = time.monotonic()
-        self._last_drain = time.monotonic()
+        self._next_check = self._interval_start_mono + settings.drain_check_s
+        self._events_at = -math.inf  # when the last read that found events ended
         self._counters_at_start: dict[str, int] = {}
 
     def start(self) -> None:
         """Call right after the sampler is attached: the first interval starts now."""
         self._interval_start_ns = time.time_ns()
         self._interval_start_mono = time.monotonic()
-        self._last_drain = self._interval_start_mono
+        self._next_check = self._interval_start_mono + self.settings.drain_check_s
 
     def _on_events(self, events: list[ProcessEvent]) -> None:
         for event in events:
             self.registry.on_event(event)
 
     def tick(self, max_wait_s: float) -> None:
-        """Wait up to ``max_wait_s`` for process events (snapshotting new processes at
-        once), and drain when a drain is due."""
-        timeout_ms = max(0, min(EVENT_POLL_MS, int(max_wait_s * 1000)))
-        self._on_events(self._sampler.poll_events(timeout_ms))
-        if time.monotonic() - self._last_drain >= self.settings.drain_every_s:
-            self.drain()
+        """Wait up to ``max_wait_s``, and no later than the next look at the maps, for process
+        events (snapshotting new processes at once); then drain if enough new stacks wait in
+        the maps. A host where nothing starts wakes the agent once per ``drain_check_s``."""
+        now = time.monotonic()
+        wait = max(0.0, min(max_wait_s, self._next_check - now))
+        hold = self._events_at + EVENT_BATCH_S - now
+        if hold > 0:  # events a moment ago: let the rest of a burst gather, then read it at once
+            time.sleep(min(hold, wait))
+            events = self._sampler.poll_events(0)
+        else:
+            events = self._sampler.poll_events(math.ceil(wait * 1000))
+        if events:
+            self._events_at = time.monotonic()
+            self._on_events(events)
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.settings.drain_check_s
+            if self.drainer.keys_since_drain() >= self.settings.drain_new_keys:
+                self.drain()
 
     def drain(self) -> None:
         self.collector.add(self.drainer.drain())
         self._symbolizer.release_when_idle()  # DWARF and mapped pages, once a burst of new addresses is over
-        self._last_drain = time.monotonic()
 
     def final_drain(self) -> None:
         """After sampling stopped: events, then both generations."""

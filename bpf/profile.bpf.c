@@ -54,6 +54,7 @@ static __always_inline void count_in_0(struct sample_key *key)
     u64 *n = counts0.lookup(key);
     if (!n && counts0.insert(key, &one) == 0) {
         bump(COUNTER_COUNTED);
+        bump(COUNTER_NEW_KEYS);
         return;
     }
     if (!n)
@@ -72,6 +73,7 @@ static __always_inline void count_in_1(struct sample_key *key)
     u64 *n = counts1.lookup(key);
     if (!n && counts1.insert(key, &one) == 0) {
         bump(COUNTER_COUNTED);
+        bump(COUNTER_NEW_KEYS);
         return;
     }
     if (!n)

@@ -41,7 +41,8 @@
 #define COUNTER_USTACK_MISSING 9   /* no user stack (-EFAULT and others) for a user task */
 #define COUNTER_EVENTS_LOST 10     /* a process event could not be written to the perf buffer */
 #define COUNTER_PIDS_FULL 11       /* the pids map refused an insert */
-#define COUNTER_SIZE 12
+#define COUNTER_NEW_KEYS 12        /* counts map keys created: the drain reads when these pile up */
+#define COUNTER_SIZE 13
 
 /* The key of a counts map entry: one process incarnation, thread, comm and pair of stacks.
  * An incarnation is the bpf_ktime_get_ns() at which the process (or its new image after

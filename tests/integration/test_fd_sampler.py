@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import bpf_object
+from agent import bpf_abi, bpf_object
 from agent.bpf_handover import LoadOptions
 from agent.drain import DrainedSample, Drainer
 from agent.fd_sampler import FdSampler
@@ -40,7 +41,7 @@ def test_fd_sampler_counts_every_sample_taken(workload: subprocess.Popen[bytes])
     try:
         sampler.attach()
         cpu_before = cpu_seconds(workload.pid)
-        # WHEN it samples for 3 s, drained every 0.5 s as the daemon does, then stops
+        # WHEN it samples for 3 s, drained every 0.5 s, then stops
         for _ in range(6):
             events.extend(sampler.poll_events(100))
             time.sleep(0.4)
@@ -66,6 +67,50 @@ def test_fd_sampler_counts_every_sample_taken(workload: subprocess.Popen[bytes])
     assert any(e.pid == workload.pid for e in events)
     # AND the maps' kernel memory is known
     assert map_bytes > 1 << 20
+
+
+def test_a_waiting_event_read_ends_with_the_first_new_process_or_a_signal(workload_exe: Path) -> None:
+    # GIVEN the sampler attached, every event so far read, a handler for SIGUSR1, and
+    # signals set to end event waits
+    sampler = FdSampler(LoadOptions(frequency_hz=997))
+    started: list[subprocess.Popen[bytes]] = []
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, _frame: caught.append(signum))
+    try:
+        with sampler.signals_end_waits():
+            sampler.attach()
+            time.sleep(0.2)
+            sampler.poll_events(0)
+            # WHEN a process starts while a read waits up to a minute
+            timer = threading.Timer(0.3, lambda: started.append(subprocess.Popen([str(workload_exe), "5"])))
+            timer.start()
+            reads = [sampler.poll_events(60_000)]
+            timer.join()
+            while not any(e.pid == started[0].pid and e.kind == bpf_abi.EVENT_NEW_PROCESS for e in reads[-1]):
+                assert len(reads) < 20, reads  # (the forked child is sampled as a process before its exec)
+                reads.append(sampler.poll_events(60_000))
+            # THEN each read came back with events, the last with the new process's first
+            # sample: one event wakes the reader, with no waiting for a page of them or the timeout
+            assert all(reads), reads
+            # WHEN a signal arrives while a read waits up to a minute with nothing to read
+            started[0].kill()
+            started[0].wait()
+            time.sleep(0.2)
+            sampler.poll_events(0)
+            sampler.detach()
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+            before = time.monotonic()
+            assert sampler.poll_events(60_000) == []
+            waited = time.monotonic() - before
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        for proc in started:
+            proc.kill()
+            proc.wait()
+        sampler.close()
+    # THEN the handler ran and the read ended with it, not with the timeout
+    assert caught == [signal.SIGUSR1]
+    assert waited < 30, waited
 
 
 def test_daemon_never_maps_bcc_or_llvm(tmp_path: Path) -> None:

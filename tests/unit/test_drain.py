@@ -45,6 +45,10 @@ class ScriptedSampler:
     def read_counters(self) -> tuple[int, ...]:
         return tuple(self.counters)
 
+    def read_counter(self, index: int) -> int:
+        self.calls.append(f"counter{index}")
+        return self.counters[index]
+
     def poll_events(self, timeout_ms: int) -> list[ProcessEvent]:
         self.calls.append("events")
         return []
@@ -53,6 +57,7 @@ class ScriptedSampler:
         self.counts[generation].append(entry)
         self.counters[bpf_abi.COUNTER_TAKEN] += entry.count
         self.counters[bpf_abi.COUNTER_COUNTED] += entry.count
+        self.counters[bpf_abi.COUNTER_NEW_KEYS] += 1
 
 
 def entry(user: int, kernel: int, count: int) -> CountEntry:
@@ -69,7 +74,8 @@ def test_drain_flips_then_reads_the_idle_generation_and_resolves_stacks_once() -
     # WHEN drained
     out = Drainer(s, lambda _events: None).drain()
     # THEN the flip came first, events before counts, each stack was read once, then cleared
-    assert s.calls == ["flip->1", "events", "take0", "stack0:1", "stack0:2", "clear0"]
+    assert s.calls == ["flip->1", f"counter{bpf_abi.COUNTER_NEW_KEYS}", "events", "take0", "stack0:1", "stack0:2",
+                       "clear0"]
     assert [(d.user_addrs, d.kernel_addrs, d.kernel_stack_error, d.count) for d in out] == [
         ((0x401000, 0x401100), (0xFFFF0001,), 0, 3),
         ((0x401000, 0x401100), (), -errno.EFAULT, 4),
@@ -95,3 +101,17 @@ def test_a_stack_id_missing_from_its_map_is_counted() -> None:
     drainer = Drainer(s, lambda _events: None)
     drainer.drain()
     assert drainer.stats().stacks_missing == 6
+
+
+def test_keys_since_drain_counts_the_keys_made_after_the_last_flip() -> None:
+    # GIVEN two keys in generation 0, drained, then three in generation 1
+    s = ScriptedSampler()
+    drainer = Drainer(s, lambda _events: None)
+    s.record(0, entry(-errno.EFAULT, -errno.EFAULT, 1))
+    s.record(0, entry(-errno.EFAULT, -errno.EFAULT, 1))
+    assert drainer.keys_since_drain() == 2
+    drainer.drain()
+    for _ in range(3):
+        s.record(1, entry(-errno.EFAULT, -errno.EFAULT, 4))
+    # THEN only the three waiting in the maps count
+    assert drainer.keys_since_drain() == 3
