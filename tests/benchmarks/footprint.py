@@ -5,14 +5,17 @@ unit of integer work repeated for W s, printing the units done) under each of: n
 ``hostflame run --frequency 99``; ``profile-bpfcc -F 99``; ``perf record -F 99 -a -g -o
 /dev/shm/...``. Each profiler is started first and judged ready (hostflame: its "profiling
 every CPU" line; bcc and perf: one perf-event fd per CPU, then 1 s), then the workload runs.
-Per run: workload ops/s (sum over copies) and its ratio to the no-profiler run of the same
-rep, and ops per CPU second the workload got (wait4 rusage; steadier on a shared host, and
+Every profiler window sits between two no-profiler windows (none, p1, none, p2, none, p3,
+none; the profilers' order rotates every rep), because the host's speed drifts by more than a
+profiler costs. Per run: workload ops/s (sum over copies) and its ratio to the mean of the
+no-profiler windows around it, and ops per CPU second the workload got (wait4 rusage; steadier on a shared host, and
 still charged with the sampling interrupts and BPF program, which run on the workload's time);
 profiler CPU seconds during the workload (/proc/PID/stat utime+stime+cutime+cstime,
 live descendants included), at start-up, and in all (wait4 rusage at exit: bcc and perf do
 their symbolizing or writing after sampling stops); RSS steady (median VmRSS, every second) and
 peak (VmHWM); for hostflame also PSS and USS (smaps_rollup) and its BPF map memory (fdinfo
-memlock of its bpf-map fds). The order of the four rotates every rep.
+memlock of its bpf-map fds). hostflame is compared with each peer rep by rep: the median of
+the differences of throughput ratio, the reps it did no worse, a sign test.
 
 Part 2, idle: ``hostflame run`` with no workload started: agent CPU seconds per minute.
 Part 3, churn: ``sh -c 'while :; do /bin/true; done'`` (hundreds of execs per second, counted
@@ -22,6 +25,7 @@ share of frames named and the share whose leaf is named (Google pprof reads the 
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -204,25 +208,57 @@ def run_throughput(exe: Path, seconds: float, profiler: Profiler | None) -> dict
 
 
 def throughput_rep(settings: Settings, exe: Path, tmp: Path, rep: int) -> dict[str, dict[str, Any]]:
-    order = PROFILERS[rep % len(PROFILERS):] + PROFILERS[:rep % len(PROFILERS)]
-    out: dict[str, dict[str, Any]] = {}
-    for which in order:
-        progress(f"{NAME} rep {rep + 1}/{settings.reps}: workload x{len(os.sched_getaffinity(0))} for "
-                 f"{window_s(settings):g} s under {which}")
+    """One window per profiler, each between two no-profiler windows (none, p1, none, p2,
+    none, p3, none; the profilers' order rotates every rep). A profiler's ratios are to the
+    mean of the two windows around it: the host's speed drifts by a few per cent over
+    minutes, more than a profiler costs, and a bracket cancels the drift."""
+    k = rep % (len(PROFILERS) - 1)
+    profilers = PROFILERS[1 + k:] + PROFILERS[1:1 + k]
+    sequence = ["none"]
+    for which in profilers:
+        sequence += [which, "none"]
+    runs: list[dict[str, Any]] = []
+    for i, which in enumerate(sequence):
+        progress(f"{NAME} rep {rep + 1}/{settings.reps}, window {i + 1}/{len(sequence)}: workload "
+                 f"x{len(os.sched_getaffinity(0))} for {window_s(settings):g} s under {which}")
         profiler = None if which == "none" else Profiler(which, settings, tmp, f"rep{rep + 1}")
         try:
             if profiler:
                 profiler.wait_ready()
-            out[which] = run_throughput(exe, window_s(settings), profiler)
+            runs.append(run_throughput(exe, window_s(settings), profiler))
         finally:
             if profiler:
-                out.setdefault(which, {})["exit_code"] = profiler.stop()
-                out[which]["total_cpu_s"] = profiler.total_cpu_s
+                if len(runs) == i:  # it failed before its window ended
+                    runs.append({})
+                runs[i]["exit_code"] = profiler.stop()
+                runs[i]["total_cpu_s"] = profiler.total_cpu_s
         PERF_DATA.unlink(missing_ok=True)
-    for values in out.values():
-        values["throughput_ratio"] = ratio(values["ops_per_s"], out["none"]["ops_per_s"])
-        values["per_cpu_ratio"] = ratio(values["ops_per_cpu_s"], out["none"]["ops_per_cpu_s"])
+    baselines = runs[0::2]
+    out: dict[str, dict[str, Any]] = {"none": {
+        "ops_per_s": median([b["ops_per_s"] for b in baselines]),
+        "ops_per_cpu_s": median([b["ops_per_cpu_s"] for b in baselines]),
+        "host_busy_percent": median([b["host_busy_percent"] for b in baselines]),
+        "throughput_ratio": 1.0, "per_cpu_ratio": 1.0,
+        "baseline_ops_per_s": [b["ops_per_s"] for b in baselines]}}
+    for i in range(1, len(sequence), 2):
+        before, values, after = runs[i - 1], runs[i], runs[i + 1]
+        values["throughput_ratio"] = ratio(values["ops_per_s"], (before["ops_per_s"] + after["ops_per_s"]) / 2)
+        values["per_cpu_ratio"] = ratio(values["ops_per_cpu_s"],
+                                        (before["ops_per_cpu_s"] + after["ops_per_cpu_s"]) / 2)
+        out[sequence[i]] = values
     return out
+
+
+def paired(reps: list[dict[str, dict[str, Any]]], peer: str) -> dict[str, Any]:
+    """hostflame's throughput ratio minus ``peer``'s, rep by rep: the median difference, the
+    reps hostflame did no worse, and a two-sided sign test's p (ties left out): below 0.05,
+    a difference this one-sided is unlikely to be the host's noise."""
+    diffs = [r["hostflame"]["throughput_ratio"] - r[peer]["throughput_ratio"] for r in reps]
+    wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    n = wins + losses
+    tail = sum(math.comb(n, j) for j in range(min(wins, losses) + 1)) / 2**n if n else 1.0
+    return {"median_difference": median(diffs), "no_worse_reps": len(diffs) - losses, "reps": len(diffs),
+            "sign_test_p": min(1.0, 2 * tail), "differences": diffs}
 
 
 def forks_total() -> int:
@@ -301,7 +337,8 @@ def run(settings: Settings) -> dict[str, Any]:
     idle = long_run(settings, tmp, "idle", churn=False)
     churn = long_run(settings, tmp, "churn", churn=True)
     hf = med["hostflame"]["throughput_ratio"]
-    peers = min(med["bcc"]["throughput_ratio"], med["perf"]["throughput_ratio"])
+    vs = {peer: paired(reps, peer) for peer in PROFILERS[2:]}
+    worst = min(v["median_difference"] for v in vs.values())
     result = {
         "name": NAME,
         "machine": machine(),
@@ -313,12 +350,12 @@ def run(settings: Settings) -> dict[str, Any]:
                      "cpu": "/proc/PID/stat utime+stime+cutime+cstime (plus live descendants) over the window",
                      "memory": "VmRSS every 1 s (median), VmHWM; smaps_rollup Pss, Private_* (USS); "
                                "fdinfo memlock of bpf-map fds"},
-        "reps": reps, "medians": med, "idle": idle, "churn": churn,
+        "reps": reps, "medians": med, "vs_peers": vs, "idle": idle, "churn": churn,
         "targets": {
             "throughput": target(f"hostflame workload throughput ratio >= {TARGET_RATIO} (median)", hf,
                                  hf >= TARGET_RATIO),
-            "vs_peers": target("hostflame throughput ratio >= the worse peer's (bcc, perf)", hf - peers,
-                               hf >= peers),
+            "vs_peers": target("hostflame no worse than either peer (median of the per-rep differences of "
+                               "throughput ratio to bcc and to perf >= 0)", worst, worst >= 0),
         },
     }
     result["json"] = str(write_result(settings, NAME, result))
@@ -340,7 +377,11 @@ def render(result: dict[str, Any]) -> str:
         table.add(which, m["ops_per_s"], m["throughput_ratio"], m["per_cpu_ratio"], *cpu, *mb,
                   m.get("bpf_map_bytes", nan) / 2**20, m["host_busy_percent"])
     idle, churn = result["idle"], result["churn"]
-    lines = [table.render(),
+    lines = [table.render()]
+    for peer, v in result["vs_peers"].items():
+        lines.append(f"hostflame - {peer}, throughput ratio rep by rep: median {v['median_difference']:+.4f}, "
+                     f"no worse in {v['no_worse_reps']} of {v['reps']} reps, sign test p = {v['sign_test_p']:.2f}")
+    lines += [
              f"idle host ({s['long_window_s']:g} s): hostflame {idle['cpu_s_per_minute']:.3f} CPU s per minute "
              f"({idle['cpu_percent_of_one_cpu']:.2f} % of one CPU), RSS {idle['rss_kb'] / 1024:.1f} MB, "
              f"PSS {idle['pss_kb'] / 1024:.1f} MB, USS {idle['uss_kb'] / 1024:.1f} MB; host busy "
