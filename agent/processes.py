@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # /proc start times have clock-tick resolution; allow that much (and a little) of slack.
 _START_SLACK_NS = 3 * 1_000_000_000 // CLK_TCK
-SWEEP_EVERY_DRAINS = 30  # drains are about a second apart
+# Drains come about every second while new stacks keep arriving and at each interval's cut
+# on a steady host, so a sweep comes every 30 s to every 30 intervals.
+SWEEP_EVERY_DRAINS = 30
 MAX_REFRESH_BACKOFF_DRAINS = 64  # a process whose stacks keep leaving its maps: re-read rarely
 
 
