@@ -76,7 +76,7 @@ class FdSampler:
                     maps["filter_pids"].update(_U32.pack(pid), b"\1")
                 self._control.update(_U32.pack(bpf_abi.CONTROL_FILTER_PIDS), _U64.pack(1))
             self._cpus = bpf_sys.online_cpus()
-            self._per_cpu_values = self._counters.value_size // 8
+            self._per_cpu = struct.Struct(f"={self._counters.value_size // 8}Q")  # one u64 per possible CPU
             self._events = PerfBuffer(maps["events"], self._cpus, bpf_abi.EVENTS_PAGES)
         except OSError as exc:
             self._fds.close()
@@ -181,15 +181,11 @@ class FdSampler:
     def read_counter(self, index: int) -> int:
         """One per-CPU counter, summed over CPUs (one bpf() call)."""
         raw = self._counters.lookup(_U32.pack(index))
-        return sum(struct.unpack(f"={self._per_cpu_values}Q", raw)) if raw else 0
+        return sum(self._per_cpu.unpack(raw)) if raw else 0
 
     def read_counters(self) -> tuple[int, ...]:
         """Every per-CPU counter, summed over CPUs, indexed by bpf_abi.COUNTER_*."""
-        totals = []
-        per_cpu = struct.Struct(f"={self._per_cpu_values}Q")
-        for index in range(bpf_abi.COUNTER_SIZE):
-            raw = self._counters.lookup(_U32.pack(index))
-            totals.append(sum(per_cpu.unpack(raw)) if raw else 0)
+        totals = [self.read_counter(index) for index in range(bpf_abi.COUNTER_SIZE)]
         totals[bpf_abi.COUNTER_EVENTS_LOST] += self._events.lost
         return tuple(totals)
 
