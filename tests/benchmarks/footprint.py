@@ -233,18 +233,15 @@ def throughput_rep(settings: Settings, exe: Path, tmp: Path, rep: int) -> dict[s
                 runs[i]["exit_code"] = profiler.stop()
                 runs[i]["total_cpu_s"] = profiler.total_cpu_s
         PERF_DATA.unlink(missing_ok=True)
+    ratios = {"ops_per_s": "throughput_ratio", "ops_per_cpu_s": "per_cpu_ratio"}
     baselines = runs[0::2]
-    out: dict[str, dict[str, Any]] = {"none": {
-        "ops_per_s": median([b["ops_per_s"] for b in baselines]),
-        "ops_per_cpu_s": median([b["ops_per_cpu_s"] for b in baselines]),
-        "host_busy_percent": median([b["host_busy_percent"] for b in baselines]),
-        "throughput_ratio": 1.0, "per_cpu_ratio": 1.0,
-        "baseline_ops_per_s": [b["ops_per_s"] for b in baselines]}}
+    none: dict[str, Any] = {m: median([b[m] for b in baselines]) for m in (*ratios, "host_busy_percent")}
+    none.update({r: 1.0 for r in ratios.values()}, baseline_ops_per_s=[b["ops_per_s"] for b in baselines])
+    out: dict[str, dict[str, Any]] = {"none": none}
     for i in range(1, len(sequence), 2):
         before, values, after = runs[i - 1], runs[i], runs[i + 1]
-        values["throughput_ratio"] = ratio(values["ops_per_s"], (before["ops_per_s"] + after["ops_per_s"]) / 2)
-        values["per_cpu_ratio"] = ratio(values["ops_per_cpu_s"],
-                                        (before["ops_per_cpu_s"] + after["ops_per_cpu_s"]) / 2)
+        for metric, name in ratios.items():
+            values[name] = ratio(values[metric], (before[metric] + after[metric]) / 2)
         out[sequence[i]] = values
     return out
 
