@@ -74,11 +74,13 @@ def _perf_map_entries(path: Path) -> list[tuple[int, int, str]]:
     return out
 
 
-def test_node_perf_basic_prof_frames_are_named() -> None:
+def test_node_perf_basic_prof_frames_are_named(tmp_path: Path) -> None:
     if shutil.which("node") is None:
         pytest.fail("node not found: install nodejs")
-    # GIVEN a Node process writing /tmp/perf-PID.map
-    process = subprocess.Popen(["node", "--perf-basic-prof", "-e", NODE_LOOP], stdout=subprocess.PIPE)
+    # GIVEN a Node process writing /tmp/perf-PID.map (and its isolate-*-v8.log into tmp_path,
+    # not the working directory)
+    process = subprocess.Popen(["node", "--perf-basic-prof", "-e", NODE_LOOP], stdout=subprocess.PIPE,
+                               cwd=tmp_path)
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == b"ready\n"
