@@ -4,7 +4,10 @@ Part 1, throughput: one ``throughput`` process per CPU (tests/fixtures/c/through
 unit of integer work repeated for W s, printing the units done) under each of: no profiler;
 ``hostflame run --frequency 99``; ``profile-bpfcc -F 99``; ``perf record -F 99 -a -g -o
 /dev/shm/...``. Each profiler is started first and judged ready (hostflame: its "profiling
-every CPU" line; bcc and perf: one perf-event fd per CPU, then 1 s), then the workload runs.
+every CPU" line; bcc and perf: one perf-event fd per CPU, then 1 s), then the workload runs,
+first unmeasured for BENCH_FOOTPRINT_WARMUP s (default: one hostflame interval and 2 s, so the
+agent's first cut and first symbolization are behind it), then measured for W s; the
+no-profiler windows get the same warm-up.
 Every profiler window sits between two no-profiler windows (none, p1, none, p2, none, p3,
 none; the profilers' order rotates every rep), because the host's speed drifts by more than a
 profiler costs. Per run: workload ops/s (sum over copies) and its ratio to the mean of the
@@ -13,9 +16,11 @@ still charged with the sampling interrupts and BPF program, which run on the wor
 profiler CPU seconds during the workload (/proc/PID/stat utime+stime+cutime+cstime,
 live descendants included), at start-up, and in all (wait4 rusage at exit: bcc and perf do
 their symbolizing or writing after sampling stops); RSS steady (median VmRSS, every second) and
-peak (VmHWM); for hostflame also PSS and USS (smaps_rollup) and its BPF map memory (fdinfo
-memlock of its bpf-map fds). hostflame is compared with each peer rep by rep: the median of
-the differences of throughput ratio, the reps it did no worse, a sign test.
+peak (VmHWM); for hostflame also PSS and USS (smaps_rollup, read once after the workload
+ended: walking the agent's page tables every second would be charged to hostflame's window
+only) and its BPF map memory (fdinfo memlock of its bpf-map fds). hostflame is compared with
+each peer rep by rep: the median of the differences of throughput ratio, the reps it did no
+worse, a sign test.
 
 Part 2, idle: ``hostflame run`` with no workload started: agent CPU seconds per minute.
 Part 3, churn: ``sh -c 'while :; do /bin/true; done'`` (hundreds of execs per second, counted
@@ -65,6 +70,14 @@ PERF_DATA = Path("/dev/shm/hostflame-bench-perf.data")
 
 def window_s(settings: Settings) -> float:
     return float(os.environ.get("BENCH_FOOTPRINT_WINDOW", "8" if settings.quick else "20"))
+
+
+def warmup_s(settings: Settings) -> float:
+    """Workload run before each measured window, profiler attached: past hostflame's first cut
+    (its first symbolization of the workload, kernel and harness is start-up, as bcc's compile
+    is), so every window measures what a profiler costs once running."""
+    default = "2" if settings.quick else f"{settings.run_interval_s + 2:g}"
+    return float(os.environ.get("BENCH_FOOTPRINT_WARMUP", default))
 
 
 def long_window_s(settings: Settings) -> float:
@@ -163,22 +176,23 @@ class Profiler:
         return self.proc.returncode
 
 
-def run_throughput(exe: Path, seconds: float, profiler: Profiler | None) -> dict[str, Any]:
-    """The workload, one copy per CPU, while sampling the profiler's memory every second."""
+def run_throughput(exe: Path, seconds: float, profiler: Profiler | None, warmup: float = 0.0) -> dict[str, Any]:
+    """The workload, one copy per CPU, while sampling the profiler's memory every second;
+    first, unmeasured, ``warmup`` seconds of it (copies of their own, then reaped)."""
     n = len(os.sched_getaffinity(0))
+    if warmup > 0:
+        for warm in [subprocess.Popen([str(exe), f"{warmup:g}"], stdout=subprocess.DEVNULL) for _ in range(n)]:
+            warm.wait()
     pid = profiler.proc.pid if profiler else 0
     cpu0 = proc_tree_cpu_s(pid) if pid else 0.0
     host0 = host_cpu_ticks()
     procs = [subprocess.Popen([str(exe), f"{seconds:g}"], stdout=subprocess.PIPE, text=True) for _ in range(n)]
     rss: list[int] = []
-    mem: list[dict[str, int]] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(1.0)
         if pid and profiler and profiler.proc.poll() is None:
-            rss.append(status_kb(pid, "VmRSS"))
-            if profiler.which == "hostflame":
-                mem.append(smaps_kb(pid))
+            rss.append(status_kb(pid, "VmRSS"))  # every profiler alike: a cheap read
     outputs, workload_cpu_s = [], 0.0
     for p in procs:  # reaped with wait4 for each copy's own CPU time
         assert p.stdout is not None
@@ -200,9 +214,11 @@ def run_throughput(exe: Path, seconds: float, profiler: Profiler | None) -> dict
             "startup_cpu_s": profiler.startup_cpu_s, "startup_wall_s": profiler.startup_wall_s,
             "rss_steady_kb": median(rss) if rss else float("nan"), "rss_peak_kb": status_kb(pid, "VmHWM"),
         })
-        if mem:
-            result.update({"pss_steady_kb": median([m["pss_kb"] for m in mem]),
-                           "uss_steady_kb": median([m["uss_kb"] for m in mem]),
+        if profiler.which == "hostflame" and profiler.proc.poll() is None:
+            # Once, after the workload ended: smaps_rollup walks the agent's page tables, a
+            # millisecond or more of this process's CPU that no peer's window would pay.
+            mem = smaps_kb(pid)
+            result.update({"pss_steady_kb": mem["pss_kb"], "uss_steady_kb": mem["uss_kb"],
                            "bpf_map_bytes": bpf_map_memlock_bytes(pid)})
     return result
 
@@ -220,12 +236,12 @@ def throughput_rep(settings: Settings, exe: Path, tmp: Path, rep: int) -> dict[s
     runs: list[dict[str, Any]] = []
     for i, which in enumerate(sequence):
         progress(f"{NAME} rep {rep + 1}/{settings.reps}, window {i + 1}/{len(sequence)}: workload "
-                 f"x{len(os.sched_getaffinity(0))} for {window_s(settings):g} s under {which}")
+                 f"x{len(os.sched_getaffinity(0))} for {warmup_s(settings):g} + {window_s(settings):g} s under {which}")
         profiler = None if which == "none" else Profiler(which, settings, tmp, f"rep{rep + 1}")
         try:
             if profiler:
                 profiler.wait_ready()
-            runs.append(run_throughput(exe, window_s(settings), profiler))
+            runs.append(run_throughput(exe, window_s(settings), profiler, warmup_s(settings)))
         finally:
             if profiler:
                 if len(runs) == i:  # it failed before its window ended
@@ -340,7 +356,8 @@ def run(settings: Settings) -> dict[str, Any]:
         "name": NAME,
         "machine": machine(),
         "settings": {"reps": settings.reps, "frequency_hz": settings.frequency_hz, "window_s": window_s(settings),
-                     "long_window_s": long_window_s(settings), "interval_s": settings.run_interval_s},
+                     "warmup_s": warmup_s(settings), "long_window_s": long_window_s(settings),
+                     "interval_s": settings.run_interval_s},
         "commands": {"workload": f"{shlex.join([str(exe), str(window_s(settings))])} x nproc",
                      "profilers": {w: command_line(profiler_cmd(w, settings, Path("TMP"))) for w in PROFILERS[1:]},
                      "churn": "sh -c 'while :; do /bin/true; done'",
@@ -362,7 +379,8 @@ def run(settings: Settings) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     s = result["settings"]
-    table = Table(f"footprint: {s['window_s']:g} s of the throughput workload on every CPU at {s['frequency_hz']} Hz, "
+    table = Table(f"footprint: {s['window_s']:g} s of the throughput workload on every CPU at {s['frequency_hz']} Hz "
+                  f"(after {s.get('warmup_s', 0):g} s of warm-up), "
                   f"{s['reps']} reps (medians)",
                   ["profiler", "ops/s", "ratio", "ops/CPU-s ratio", "CPU s in window", "start-up CPU s", "CPU s in all",
                    "RSS steady MB",
