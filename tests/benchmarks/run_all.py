@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tests.benchmarks import attribution, delivery, footprint, run_overhead, symbolize, viewer, vs_bcc
+from tests.benchmarks import attribution, bpf_cost, delivery, footprint, run_overhead, symbolize, viewer, vs_bcc
 from tests.benchmarks.common import PPROF, Settings, machine
 from tests.benchmarks.output import say, write_result
 
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     delivery.NAME: delivery.run,
     symbolize.NAME: symbolize.run,
     footprint.NAME: footprint.run,
+    bpf_cost.NAME: bpf_cost.run,
 }
 
 
