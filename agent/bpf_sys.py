@@ -38,7 +38,6 @@ PERF_SAMPLE_RAW = 1 << 10
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 _ATTR_DISABLED = 1 << 0
 _ATTR_FREQ = 1 << 10
-_ATTR_WATERMARK = 1 << 14  # wake a poller by bytes in the ring (wakeup_watermark), not by events
 PERF_ATTR_SIZE = 128  # PERF_ATTR_SIZE_VER7
 
 PERF_EVENT_IOC_ENABLE = 0x2400
@@ -233,12 +232,12 @@ Attr = ctypes.Array[ctypes.c_char]
 
 
 def perf_event_attr(*, type_: int, config: int, period_or_freq: int, freq: bool = False, sample_type: int = 0,
-                    wakeup_events: int = 0, wakeup_bytes: int = 0, disabled: bool = True) -> Attr:
-    """A perf_event_attr; ``wakeup_bytes`` (watermark) replaces ``wakeup_events`` when given."""
+                    wakeup_events: int = 0, disabled: bool = True) -> Attr:
+    """A perf_event_attr; a poller of its ring is woken every ``wakeup_events`` records."""
     attr = ctypes.create_string_buffer(PERF_ATTR_SIZE)
-    flags = (_ATTR_DISABLED if disabled else 0) | (_ATTR_FREQ if freq else 0) | (_ATTR_WATERMARK if wakeup_bytes else 0)
+    flags = (_ATTR_DISABLED if disabled else 0) | (_ATTR_FREQ if freq else 0)
     struct.pack_into("=IIQQQQQI", attr, 0, type_, PERF_ATTR_SIZE, config, period_or_freq, sample_type, 0,
-                     flags, wakeup_bytes or wakeup_events)
+                     flags, wakeup_events)
     return attr
 
 

@@ -192,8 +192,8 @@ class FdSampler:
     def poll_events(self, timeout_ms: int) -> list[ProcessEvent]:
         """Events of every CPU's ring in the order they happened (rings are read one CPU after
         another, so an exit on CPU 0 would otherwise come before its first sample on CPU 1);
-        when there are none, waits up to ``timeout_ms`` for the first, or for a byte on
-        ``wakeup_fd``."""
+        when there are none, waits up to ``timeout_ms`` for the first, or, inside
+        ``signals_end_waits``, for a signal."""
         events = [decode_event(raw) for raw in self._events.read(timeout_ms)]
         events.sort(key=lambda e: e.time_ns)
         return events
