@@ -14,14 +14,13 @@ three per sample, through throughput).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.common import Settings, artifacts_dir, build_dir, median, ratio
-from tests.benchmarks.footprint import Profiler
+from tests.benchmarks.footprint import Profiler, bpf_fdinfo
 from tests.benchmarks.output import Table, progress, say, write_result
 from tests.fixtures.build import build_c
 
@@ -37,23 +36,10 @@ def window_s(settings: Settings) -> float:
 
 def perf_event_program_stats(pid: int) -> tuple[int, int]:
     """(run_time_ns, run_cnt) summed over the perf-event programs whose fds ``pid`` holds."""
-    total_ns = runs = 0
-    seen: set[str] = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
-                continue
-            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
-                          if ":" in line)
-        except OSError:
-            continue
-        prog_id = fields.get("prog_id", "").strip()
-        if int(fields.get("prog_type", "0")) != BPF_PROG_TYPE_PERF_EVENT or prog_id in seen:
-            continue
-        seen.add(prog_id)
-        total_ns += int(fields.get("run_time_ns", "0"))
-        runs += int(fields.get("run_cnt", "0"))
-    return total_ns, runs
+    programs = {info["prog_id"]: info for info in bpf_fdinfo(pid, "prog")
+                if int(info.get("prog_type", "0")) == BPF_PROG_TYPE_PERF_EVENT}  # one per program, however many fds
+    return (sum(int(info.get("run_time_ns", "0")) for info in programs.values()),
+            sum(int(info.get("run_cnt", "0")) for info in programs.values()))
 
 
 def one_rep(settings: Settings, exe: Path, tmp: Path, rep: int) -> dict[str, dict[str, float]]:
@@ -71,13 +57,7 @@ def one_rep(settings: Settings, exe: Path, tmp: Path, rep: int) -> dict[str, dic
         after = {w: perf_event_program_stats(p.proc.pid) for w, p in profilers.items()}
     finally:
         for p in profilers.values():
-            p.proc.send_signal(signal.SIGTERM if p.which == "hostflame" else signal.SIGINT)
-        for p in profilers.values():
-            try:
-                p.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.proc.kill()
-                p.proc.wait()
+            p.stop()
     out: dict[str, dict[str, float]] = {}
     for which in PROFILERS:
         ns = after[which][0] - before[which][0]

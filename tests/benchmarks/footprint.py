@@ -37,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,18 +96,21 @@ def smaps_kb(pid: int) -> dict[str, int]:
             "uss_kb": values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)}
 
 
-def bpf_map_memlock_bytes(pid: int) -> int:
-    total = 0
+def bpf_fdinfo(pid: int, kind: str) -> Iterator[dict[str, str]]:
+    """The fdinfo fields (``name: value``, values stripped) of each ``anon_inode:bpf-KIND`` fd
+    (``map``, ``prog``) that ``pid`` holds; fds closed meanwhile are skipped."""
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-map":
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != f"anon_inode:bpf-{kind}":
                 continue
-            for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
-                if line.startswith("memlock:"):
-                    total += int(line.split()[1])
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
         except OSError:
             continue
-    return total
+        yield {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def bpf_map_memlock_bytes(pid: int) -> int:
+    return sum(int(info.get("memlock", "0")) for info in bpf_fdinfo(pid, "map"))
 
 
 def profiler_cmd(which: str, settings: Settings, export: Path) -> list[str]:
